@@ -16,6 +16,25 @@ from ._core import (
 )
 from .segment import Segment, SegmentInfo, ftok, remove_segment, segments, stat_segment
 
+# ---- System V semaphore sets and liveness tokens (semaphore.py, liveness.py)
+from ._core import SEMVMX
+from .liveness import Liveness, LivenessToken, SlotInUseError
+from .semaphore import Op, Semaphore, SemaphoreInfo, remove_semaphore, semaphores, stat_semaphore
+
+_SEMAPHORE_ALL = [
+    "Liveness",
+    "LivenessToken",
+    "Op",
+    "SEMVMX",
+    "Semaphore",
+    "SemaphoreInfo",
+    "SlotInUseError",
+    "remove_semaphore",
+    "semaphores",
+    "stat_semaphore",
+]
+# ---- end of semaphore block
+
 # The other SHM_* flags this platform defines (SHM_HUGETLB, SHM_EXEC, ...).
 _SHM_FLAGS = [name for name in dir(_core) if name.startswith("SHM_")]
 globals().update({name: getattr(_core, name) for name in _SHM_FLAGS})
@@ -41,4 +60,5 @@ __all__ = [
     "segments",
     "stat_segment",
     *_SHM_FLAGS,
+    *_SEMAPHORE_ALL,
 ]
