@@ -62,3 +62,19 @@ __all__ = [
     *_SHM_FLAGS,
     *_SEMAPHORE_ALL,
 ]
+
+# ---- messaging: Ring, Mailbox and their errors (issue 4) ----
+from ._arrays import decode_array  # noqa: E402
+from .errors import CorruptedError, EndOfStream, RemovedError  # noqa: E402
+from .mailbox import Mailbox  # noqa: E402
+from .ring import Ring  # noqa: E402
+
+__all__ += [
+    "CorruptedError",
+    "EndOfStream",
+    "Mailbox",
+    "RemovedError",
+    "Ring",
+    "decode_array",
+]
+# ---- end of messaging block ----
