@@ -18,7 +18,10 @@ shmipc_raise_errno(int err, const char *call)
     if (args == NULL) {
         return NULL;
     }
-    msg = PyUnicode_FromFormat("%s() failed: %s", call, strerror(err));
+    /* "shmat" -> "shmat() failed"; "shmctl(IPC_STAT)" is already a call. */
+    msg = PyUnicode_FromFormat(strchr(call, '(') ? "%s failed: %s"
+                                                 : "%s() failed: %s",
+                               call, strerror(err));
     if (msg == NULL) {
         Py_DECREF(args);
         return NULL;
