@@ -14,6 +14,7 @@ Lifetime contract (as in ``multiprocessing.shared_memory``):
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Iterator, NamedTuple, Optional, Tuple, Union
 
 from . import _core
@@ -81,7 +82,17 @@ def _check_size(size: int) -> int:
         raise TypeError(f"size must be an int, not {type(size).__name__}")
     if size <= 0:
         raise ValueError(f"size must be positive, not {size}")
+    if size > sys.maxsize:
+        raise ValueError(f"size {size} is larger than any segment can be")
     return size
+
+
+def _check_shmid(shmid: Any) -> int:
+    if isinstance(shmid, bool) or not isinstance(shmid, int):
+        raise TypeError(f"shmid must be an int, not {type(shmid).__name__}")
+    if not 0 <= shmid < (1 << 31):
+        raise ValueError(f"shmid must be in 0..2**31-1, not {shmid}")
+    return shmid
 
 
 def _check_key(key: Any, *, allow_private: bool) -> int:
@@ -96,7 +107,7 @@ def _check_key(key: Any, *, allow_private: bool) -> int:
 
 def stat_segment(shmid: int) -> SegmentInfo:
     """``shmctl(IPC_STAT)`` of any segment by id."""
-    return SegmentInfo(*_core.shm_stat(shmid))
+    return SegmentInfo(*_core.shm_stat(_check_shmid(shmid)))
 
 
 def remove_segment(shmid: int) -> None:
@@ -105,7 +116,7 @@ def remove_segment(shmid: int) -> None:
     The kernel destroys it once the last process detaches.  A missing id
     raises ``FileNotFoundError``.
     """
-    _core.shm_remove(shmid)
+    _core.shm_remove(_check_shmid(shmid))
 
 
 def segments() -> list[SegmentInfo]:
@@ -222,10 +233,7 @@ class Segment(_core.Segment):
             _check_key(key, allow_private=False)
             shmid = _core.shmget(key, 0, 0)
         else:
-            if isinstance(shmid, bool) or not isinstance(shmid, int):
-                raise TypeError(f"shmid must be an int, not {type(shmid).__name__}")
-            if shmid < 0:
-                raise ValueError("shmid must not be negative")
+            _check_shmid(shmid)
         return cls(shmid, readonly=bool(readonly))
 
     @classmethod
