@@ -13,6 +13,7 @@ Lifetime contract (as in ``multiprocessing.shared_memory``):
 """
 from __future__ import annotations
 
+import operator
 import os
 import sys
 from typing import Any, Iterator, NamedTuple, Optional, Tuple, Union
@@ -103,6 +104,16 @@ def _check_key(key: Any, *, allow_private: bool) -> int:
     if key == _core.IPC_PRIVATE and not allow_private:
         raise ValueError("IPC_PRIVATE (0) names no existing segment; attach by shmid instead")
     return key
+
+
+def _index(value: Any, what: str) -> int:
+    # Any integer (numpy's too), but not a bool.
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 def stat_segment(shmid: int) -> SegmentInfo:
@@ -266,8 +277,7 @@ class Segment(_core.Segment):
         if self.closed:
             raise ValueError("operation on a detached segment")
         dt = numpy.dtype(dtype)
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError("offset must be an int")
+        offset = _index(offset, "offset")
         if offset < 0 or offset > self.size:
             raise ValueError(f"offset {offset} is outside the segment ({self.size} bytes)")
         if dt.itemsize == 0:
@@ -276,11 +286,19 @@ class Segment(_core.Segment):
             count = (self.size - offset) // dt.itemsize
             shape_t: Tuple[int, ...] = (count,)
         else:
-            shape_t = (shape,) if isinstance(shape, int) else tuple(shape)
+            try:
+                shape_t = (_index(shape, "shape"),)
+            except TypeError:
+                if isinstance(shape, (str, bytes)):
+                    raise
+                try:
+                    shape_t = tuple(_index(dim, "shape") for dim in shape)
+                except TypeError:
+                    raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
             count = 1
             for dim in shape_t:
-                if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-                    raise ValueError(f"shape must be non-negative ints, not {shape!r}")
+                if dim < 0:
+                    raise ValueError(f"shape must not have negative dimensions, not {shape!r}")
                 count *= dim
             if count * dt.itemsize > self.size - offset:
                 raise ValueError(
