@@ -113,7 +113,7 @@ core_ftok(PyObject *module, PyObject *args)
             Py_DECREF(filename);
         }
         if (exc_args != NULL) {
-            PyErr_SetObject(PyExc_OSError, exc_args);
+            shmipc_raise_oserror(exc_args);
             Py_DECREF(exc_args);
         }
         goto error;
@@ -148,7 +148,7 @@ raise_shmid_error(int err, const char *call, int shmid)
             Py_DECREF(args);
             return NULL;
         }
-        PyErr_SetObject(PyExc_OSError, args);
+        shmipc_raise_oserror(args);
         Py_DECREF(args);
         return NULL;
     }

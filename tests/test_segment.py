@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import sys
 import time
 
 import pytest
@@ -233,6 +234,20 @@ def test_huge_size_is_refused_by_the_kernel_or_us():
         shmipc.Segment.create(2**63)
     with pytest.raises(ValueError):
         shmipc.Segment.create(2**200)
+
+
+def test_os_errors_are_raised_as_their_subclass(key, tmp_path):
+    # `except FileNotFoundError` must match, and the raised type (not only
+    # the instance) must be the subclass: on 3.9/3.10 an error set as
+    # PyErr_SetObject(PyExc_OSError, args) slips past such except clauses.
+    for fail in (lambda: Segment.attach(key), lambda: Segment.attach(shmid=2**31 - 1),
+                 lambda: shmipc.remove_segment(2**31 - 1), lambda: shmipc.ftok(tmp_path / "nope", 1)):
+        try:
+            fail()
+        except FileNotFoundError:
+            assert sys.exc_info()[0] is FileNotFoundError
+        else:
+            raise AssertionError("no FileNotFoundError")
 
 
 # ---- bad arguments -----------------------------------------------------------
