@@ -99,16 +99,22 @@ def find_row(out: str, shmid: int) -> list:
     raise AssertionError(f"segment {shmid} not in:\n{out}")
 
 
-def test_ls_table(shm, key):
+# In-process runs for the exact fields: starting a subprocess can fork (3.9
+# has no vfork in subprocess), and the fork's exec detaches the inherited
+# mapping, which moves lpid and dtime.
+
+
+def test_ls_table(shm, key, capsys):
     t0 = time.time()
     seg = shm.add(Segment.create(4096, key, mode=0o640))
     doomed = shm.segment(3 * 1024 * 1024 + 5)
     doomed.remove()  # attached, marked for destruction
-    result = run("ls")
-    assert result.returncode == 0 and result.stderr == ""
-    header = result.stdout.splitlines()[0].split()
+    assert cli.main(["ls"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    header = out.splitlines()[0].split()
     assert header == cli.LS_COLUMNS
-    row = find_row(result.stdout, seg.shmid)
+    row = find_row(out, seg.shmid)
     # SHMID KEY OWNER PERMS SIZE(2 cells) NATTCH CPID LPID ATTACHED(2) DETACHED CHANGED(2) STATUS
     assert row[1] == f"{key:#010x}"
     assert row[2] == "root"
@@ -119,8 +125,18 @@ def test_ls_table(shm, key):
     assert t0 - 2 <= attached <= time.time() + 1  # local time
     assert row[11] == "-"  # never detached
     assert row[-1] == "-"
-    doomed_row = find_row(result.stdout, doomed.shmid)
+    doomed_row = find_row(out, doomed.shmid)
     assert doomed_row[1] == "0x00000000" and doomed_row[4:6] == ["3.0", "MiB"] and doomed_row[-1] == "dest"
+
+
+def test_ls_through_the_interpreter(shm, key):
+    seg = shm.add(Segment.create(4096, key, mode=0o640))
+    result = run("ls")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines()[0].split() == cli.LS_COLUMNS
+    row = find_row(result.stdout, seg.shmid)
+    assert row[1:6] == [f"{key:#010x}", "root", "0640", "4.0", "KiB"]
+    assert row[7] == str(os.getpid())
 
 
 def test_ls_bytes_and_json(shm, key, capsys):
@@ -167,11 +183,12 @@ def test_human_size(n, text):
 # ---- stat -----------------------------------------------------------------------------
 
 
-def test_stat(shm, key):
+def test_stat(shm, key, capsys):
     seg = shm.add(Segment.create(4096, key, mode=0o604))
-    result = run("stat", str(seg.shmid))
-    assert result.returncode == 0 and result.stderr == ""
-    fields = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert cli.main(["stat", str(seg.shmid)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    fields = dict(line.split(":", 1) for line in out.splitlines())
     fields = {k: v.strip() for k, v in fields.items()}
     assert sorted(fields) == sorted(shmipc.SegmentInfo._fields)  # every field
     assert fields["key"] == f"{key:#010x}"
@@ -184,6 +201,15 @@ def test_stat(shm, key):
     assert fields["dtime"] == "- (0)"
     assert fields["atime"].endswith(f"({seg.stat().atime})")
     assert fields["marked_for_destruction"] == "no"
+
+
+def test_stat_through_the_interpreter(seg):
+    result = run("stat", str(seg.shmid))
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(shmipc.SegmentInfo._fields)
+    assert f"shmid:                  {seg.shmid}" in lines
+    assert f"cpid:                   {os.getpid()}" in lines
 
 
 def test_stat_json(seg, capsys):
