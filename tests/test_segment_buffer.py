@@ -320,3 +320,46 @@ def test_ndarray_without_numpy_has_a_clear_message(seg, monkeypatch):
     # everything else works without numpy
     seg.write(b"ok")
     assert bytes(memoryview(seg)[:2]) == b"ok"
+
+
+# ---- threads -----------------------------------------------------------------------
+
+
+def test_detach_racing_large_copies_in_other_threads(shm):
+    # read()/write() of >= 256 KiB copy with the GIL released, holding an
+    # export: a detach() in another thread must wait (BufferError), never
+    # unmap under the copy.  Each copy either completes or, if it started
+    # after the detach, raises ValueError.
+    import threading
+
+    size = 8 << 20
+    payload = b"\x5a" * size
+    for _ in range(5):
+        seg = shm.segment(size)
+        results = []
+
+        def copier():
+            for op in ("write", "read", "write", "read"):
+                try:
+                    if op == "write":
+                        results.append(seg.write(payload) == size)
+                    else:
+                        results.append(seg.read() == payload)
+                except ValueError:
+                    results.append("detached")
+
+        thread = threading.Thread(target=copier)
+        thread.start()
+        refused = 0
+        while True:
+            try:
+                seg.detach()
+                break
+            except BufferError:
+                refused += 1
+        thread.join(10)
+        assert not thread.is_alive()
+        assert seg.closed and seg.exports == 0
+        # results: some completed copies (all correct), then only "detached"
+        done = [r for r in results if r != "detached"]
+        assert all(done) and results == done + ["detached"] * (len(results) - len(done))
