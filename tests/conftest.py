@@ -18,8 +18,14 @@ from typing import Any, List, Optional, Set, Union
 
 import pytest
 
-import _leaks
-from shmipc import Segment, _core
+# The helpers (_leaks, _children) import by name under every --import-mode,
+# and spawned children find them through the sys.path they inherit.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+import _leaks  # noqa: E402
+from shmipc import Segment, _core  # noqa: E402
 
 # ---- session-end leak check ---------------------------------------------
 

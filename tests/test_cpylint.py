@@ -172,7 +172,10 @@ def test_thread_checker_catches_mistakes():
 
 
 def test_add_object_checker_catches_mistakes():
-    bad = "int f(PyObject *m) { /* PyModule_AddObject( in a comment is fine */\n return PyModule_AddObject(m, \"x\", o); }"
+    bad = (
+        "int f(PyObject *m) { /* PyModule_AddObject( in a comment is fine */\n"
+        ' return PyModule_AddObject(m, "x", o); }'
+    )
     assert add_object_problems("x.c", bad) == ["line 2"]
     shim = "#if PY_VERSION_HEX < 0x030A0000\nPyModule_AddObject(m, n, v)\n#endif\n"
     assert add_object_problems("shmipc.h", shim) == []

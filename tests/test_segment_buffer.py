@@ -338,7 +338,7 @@ def test_detach_racing_large_copies_in_other_threads(shm):
         seg = shm.segment(size)
         results = []
 
-        def copier():
+        def copier(seg, results):
             for op in ("write", "read", "write", "read"):
                 try:
                     if op == "write":
@@ -348,7 +348,7 @@ def test_detach_racing_large_copies_in_other_threads(shm):
                 except ValueError:
                     results.append("detached")
 
-        thread = threading.Thread(target=copier)
+        thread = threading.Thread(target=copier, args=(seg, results))
         thread.start()
         refused = 0
         while True:
