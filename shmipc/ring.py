@@ -146,13 +146,14 @@ _DETACHED: Any = _Detached()
 class _Reservation:
     """``with ring.reserve(n) as buf``: write in place, commit on exit."""
 
-    __slots__ = ("_ring", "_view", "_tail", "_rec")
+    __slots__ = ("_ring", "_view", "_tail", "_rec", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int) -> None:
+    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int, exports: int) -> None:
         self._ring = ring
         self._view = view
         self._tail = tail
         self._rec = rec
+        self._exports = exports
 
     def __enter__(self) -> memoryview:
         return self._view
@@ -161,16 +162,16 @@ class _Reservation:
         ring = self._ring
         view, self._view = self._view, None
         try:
-            try:
-                view.release()
-            except BufferError:
+            view.release()
+            # numpy and memoryview slices share the view's export of the
+            # segment: if one survives the block, the segment still counts it.
+            if ring._seg.exports > self._exports:
                 if exc_type is None:
                     raise BufferError(
-                        "a buffer made from the reserved view is still alive; the message "
-                        "was discarded (delete derived arrays/memoryviews inside the block)"
-                    ) from None
-                exc_type = BufferError
-            if exc_type is None:
+                        "a buffer made from the reserved view (a numpy array or memoryview) is still "
+                        "alive; the message was discarded. Delete it inside the block"
+                    )
+            elif exc_type is None:
                 ring._publish_tail(self._tail + self._rec, 1)
         finally:
             ring._plock.release()
@@ -179,12 +180,13 @@ class _Reservation:
 class _MessageView:
     """``with ring.get_view() as view``: read in place, consume on exit."""
 
-    __slots__ = ("_ring", "_view", "_head")
+    __slots__ = ("_ring", "_view", "_head", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, head: int) -> None:
+    def __init__(self, ring: "Ring", view: memoryview, head: int, exports: int) -> None:
         self._ring = ring
         self._view = view
         self._head = head
+        self._exports = exports
 
     def __enter__(self) -> memoryview:
         return self._view
@@ -193,14 +195,13 @@ class _MessageView:
         ring = self._ring
         view, self._view = self._view, None
         try:
-            try:
-                view.release()
-            except BufferError:
+            view.release()
+            if ring._seg.exports > self._exports:
                 raise BufferError(
                     "a buffer made from the message view (a numpy array or memoryview) is still "
                     "alive; the message was left in the ring. Delete it before leaving the "
                     "block, or copy what you need"
-                ) from None
+                )
             ring._publish_head(self._head, 1)
         finally:
             ring._clock.release()
@@ -482,12 +483,36 @@ class Ring:
                     continue
             elif rec <= free:
                 return tail
+            if head != tail and self._skip_leading_pad(head, tail):
+                continue
             if self.closed:
                 raise ValueError("put on a closed ring")
             if nowait:
                 raise TimeoutError("ring is full")
             self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
                         lambda: self._space_available(rec))
+
+    def _skip_leading_pad(self, head: int, tail: int) -> bool:
+        """If the oldest record is padding and no consumer is busy, consume the
+        padding here (taking the consumer lock), so that a producer never
+        waits for a consumer just to wrap around.  True if it did."""
+        cap = self.capacity
+        off = head % cap
+        if self._load64(HEADER_SIZE + off) >> 32 != KIND_PAD or head + (cap - off) > tail:
+            return False
+        lock = self._clock
+        try:
+            if not lock.acquire(0):
+                return False
+        except OwnerDiedError:
+            self._repair_consumer(lock)
+        try:
+            if self._load64(OFF_HEAD) != head:
+                return True  # a consumer moved on meanwhile: look again
+            self._publish_head(head + (cap - off), 0)
+        finally:
+            lock.release()
+        return True
 
     def _space_available(self, rec: int) -> bool:
         head, tail = self._indices()
@@ -532,16 +557,18 @@ class Ring:
             self._data_sem.release()
 
     def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        # Validate the timeout before the lock is held: nothing may raise
+        # between taking the lock and the caller's try/finally.
+        deadline = None if timeout is None else self._deadline(timeout)
         lock = self._plock
         try:
             if lock.acquire(0):
-                return None if timeout is None else self._deadline(timeout)
+                return deadline
         except OwnerDiedError:
             self._repair_producer(lock)
-            return self._deadline(timeout)
-        deadline = self._deadline(timeout)
+            return deadline
         if timeout == 0:
-            raise TimeoutError("ring's producer lock is busy")
+            raise TimeoutError("the ring's producer lock is busy")
         self._lock(lock, deadline, self._repair_producer)
         return deadline
 
@@ -559,6 +586,8 @@ class Ring:
         rec = (n + 15) & ~7
         deadline = self._take_producer_lock(timeout)
         try:
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
             tail = self._load64(OFF_TAIL)
             cap = self.capacity
             off = tail % cap
@@ -594,6 +623,8 @@ class Ring:
             cap = self.capacity
             buf = self._buf
             store64 = self._store64
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
             tail = self._load64(OFF_TAIL)
             start_tail = tail
             if tail & 7:
@@ -637,14 +668,16 @@ class Ring:
         rec = _record_size(nbytes)
         deadline = self._take_producer_lock(timeout)
         try:
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
             tail = self._make_room(self._load64(OFF_TAIL), rec, deadline, timeout == 0)
             pos = HEADER_SIZE + tail % self.capacity
             self._store64(pos, _MSG | nbytes)
-            view = self._buf[pos + 8:pos + 8 + nbytes]
+            view, exports = self._fresh_view(pos + 8, nbytes)
         except BaseException:
             self._plock.release()
             raise
-        return _Reservation(self, view, tail, rec)
+        return _Reservation(self, view, tail, rec, exports)
 
     def close(self) -> None:
         """End of stream: consumers drain what is queued, then get
@@ -656,16 +689,18 @@ class Ring:
 
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        # Validate the timeout before the lock is held: nothing may raise
+        # between taking the lock and the caller's try/finally.
+        deadline = None if timeout is None else self._deadline(timeout)
         lock = self._clock
         try:
             if lock.acquire(0):
-                return None if timeout is None else self._deadline(timeout)
+                return deadline
         except OwnerDiedError:
             self._repair_consumer(lock)
-            return self._deadline(timeout)
-        deadline = self._deadline(timeout)
+            return deadline
         if timeout == 0:
-            raise TimeoutError("ring's consumer lock is busy")
+            raise TimeoutError("the ring's consumer lock is busy")
         self._lock(lock, deadline, self._repair_consumer)
         return deadline
 
@@ -801,18 +836,30 @@ class Ring:
         deadline = self._take_consumer_lock(timeout)
         try:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
-            view = self._buf[pos:pos + n].toreadonly()
+            view, exports = self._fresh_view(pos, n)
+            view = view.toreadonly()
         except BaseException:
             self._clock.release()
             raise
-        return _MessageView(self, view, head + _record_size(n))
+        return _MessageView(self, view, head + _record_size(n), exports)
+
+    def _fresh_view(self, pos: int, n: int) -> "tuple[memoryview, int]":
+        """A view of [pos, pos+n) through its own export of the segment, and
+        the segment's export count without it: anything derived from the view
+        keeps that export alive, which is how the exits detect it."""
+        seg = self._seg
+        exports = seg.exports
+        base = memoryview(seg)
+        view = base[pos:pos + n]
+        base.release()
+        return view, exports
 
     # ---- arrays ------------------------------------------------------------
     def put_array(self, array: Any, timeout: Optional[float] = None) -> None:
         """Queue a numpy array with its dtype and shape (one copy, into the ring)."""
         from ._arrays import array_header, encoded_size
 
-        np_array = _numpy().ascontiguousarray(array)
+        np_array = _numpy().asarray(array, order="C")
         header = array_header(np_array)
         with self.reserve(encoded_size(header, np_array), timeout) as buf:
             buf[: len(header)] = header
