@@ -24,9 +24,7 @@ Shared layout (native byte order, every offset from the segment start)::
     320    4     consumer waiting  1 while the consumer-lock holder sleeps
     384    4     producer waiting  1 while the producer-lock holder sleeps
     448    8     tail              bytes ever written (monotonic); producers own it
-    456    8     messages put      count, published before tail
     512    8     head              bytes ever consumed (monotonic); consumers own it
-    520    8     messages got      count, published before head
     4096   cap   data              records
 
 A record starts at ``HEADER_SIZE + position % capacity``, 8-byte aligned::
@@ -94,9 +92,7 @@ OFF_SPACE_SEM = 256
 OFF_CONSUMER_WAITING = 320
 OFF_PRODUCER_WAITING = 384
 OFF_TAIL = 448
-OFF_PUT_COUNT = 456
 OFF_HEAD = 512
-OFF_GOT_COUNT = 520
 
 RECORD_HEADER = 8
 KIND_MSG = 0x4D534721
@@ -172,7 +168,7 @@ class _Reservation:
                         "alive; the message was discarded. Delete it inside the block"
                     )
             elif exc_type is None:
-                ring._publish_tail(self._tail + self._rec, 1)
+                ring._publish_tail(self._tail + self._rec)
         finally:
             ring._plock.release()
 
@@ -202,7 +198,7 @@ class _MessageView:
                     "alive; the message was left in the ring. Delete it before leaving the "
                     "block, or copy what you need"
                 )
-            ring._publish_head(self._head, 1)
+            ring._publish_head(self._head)
         finally:
             ring._clock.release()
 
@@ -234,6 +230,9 @@ class Ring:
     _load64: Any = _DETACHED
     _load32: Any = _DETACHED
     _store64: Any = _DETACHED
+    _store64_seq_cst: Any = _DETACHED
+    _read: Any = _DETACHED
+    _write: Any = _DETACHED
     spin: float = 0.0
 
     # ---- construction ----------------------------------------------------
@@ -358,6 +357,9 @@ class Ring:
         self._load64 = av.load64
         self._load32 = av.load32
         self._store64 = av.store64
+        self._store64_seq_cst = av.store64_seq_cst
+        self._read = self._seg.read
+        self._write = self._seg.write
 
     # ---- attributes ----------------------------------------------------
     @property
@@ -479,7 +481,7 @@ class Ring:
                 if pad <= free:
                     # Fill the rest of the data area; the message goes at 0.
                     av.store64(HEADER_SIZE + off, _PAD | (pad - RECORD_HEADER))
-                    self._publish_tail(tail + pad, 0)
+                    self._publish_tail(tail + pad)
                     continue
             elif rec <= free:
                 return tail
@@ -509,7 +511,7 @@ class Ring:
         try:
             if self._load64(OFF_HEAD) != head:
                 return True  # a consumer moved on meanwhile: look again
-            self._publish_head(head + (cap - off), 0)
+            self._publish_head(head + (cap - off))
         finally:
             lock.release()
         return True
@@ -548,10 +550,8 @@ class Ring:
         finally:
             av.store32(flag_offset, 0)
 
-    def _publish_tail(self, tail: int, messages: int) -> None:
+    def _publish_tail(self, tail: int) -> None:
         av = self._av
-        if messages:
-            av.fetch_add64(OFF_PUT_COUNT, messages)
         av.store64_seq_cst(OFF_TAIL, tail)
         if av.load32(OFF_CONSUMER_WAITING):
             self._data_sem.release()
@@ -584,11 +584,24 @@ class Ring:
         if n > self.max_message_size:
             self._check_size(n)
         rec = (n + 15) & ~7
-        deadline = self._take_producer_lock(timeout)
+        # The hot path is inlined (each Python call costs ~100 ns here): take
+        # the lock without waiting, write, publish, ring the doorbell only if
+        # the consumer sleeps.  Everything else is in the slow helpers.
+        lock = self._plock
+        deadline = None
+        if timeout is None:
+            try:
+                if not lock.acquire(0):
+                    self._lock(lock, None, self._repair_producer)
+            except OwnerDiedError:
+                self._repair_producer(lock)
+        else:
+            deadline = self._take_producer_lock(timeout)
         try:
+            load64 = self._load64
             if self._load32(OFF_CLOSED):
                 raise ValueError("put on a closed ring")
-            tail = self._load64(OFF_TAIL)
+            tail = load64(OFF_TAIL)
             cap = self.capacity
             off = tail % cap
             if not 0 <= tail - self._head_seen <= cap - rec or off + rec > cap or tail & 7:
@@ -596,10 +609,12 @@ class Ring:
                 off = tail % cap
             pos = HEADER_SIZE + off
             self._store64(pos, _MSG | n)
-            self._buf[pos + 8:pos + 8 + n] = data
-            self._publish_tail(tail + rec, 1)
+            self._write(data, pos + 8)
+            self._store64_seq_cst(OFF_TAIL, tail + rec)
+            if self._load32(OFF_CONSUMER_WAITING):
+                self._data_sem.release()
         finally:
-            self._plock.release()
+            lock.release()
 
     def put_nowait(self, data: Any) -> None:
         """``put(data, timeout=0)``: raise ``TimeoutError`` if it would block."""
@@ -621,7 +636,7 @@ class Ring:
         deadline = self._take_producer_lock(timeout)
         try:
             cap = self.capacity
-            buf = self._buf
+            write = self._write
             store64 = self._store64
             if self._load32(OFF_CLOSED):
                 raise ValueError("put on a closed ring")
@@ -637,18 +652,18 @@ class Ring:
                 off = tail % cap
                 if tail + rec > limit or off + rec > cap:
                     if pending:
-                        self._publish_tail(tail, pending)
+                        self._publish_tail(tail)
                         pending = 0
                     tail = self._make_room(tail, rec, deadline, timeout == 0)
                     limit = self._head_seen + cap
                     off = tail % cap
                 pos = HEADER_SIZE + off
                 store64(pos, _MSG | n)
-                buf[pos + 8:pos + 8 + n] = data
+                write(data, pos + 8)
                 tail += rec
                 pending += 1
-            if pending or tail != start_tail:
-                self._publish_tail(tail, pending)
+            if tail != start_tail:
+                self._publish_tail(tail)
         finally:
             self._plock.release()
         return len(items)
@@ -721,7 +736,7 @@ class Ring:
                     pad = cap - off
                     if pad > tail - head:
                         raise CorruptedError(f"ring padding record at {head} overruns the tail ({tail})")
-                    self._publish_head(head + pad, 0)
+                    self._publish_head(head + pad)
                     continue
                 rec = (n + 15) & ~7
                 if kind != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
@@ -741,10 +756,8 @@ class Ring:
     def _has_data(self) -> bool:
         return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
 
-    def _publish_head(self, head: int, messages: int) -> None:
+    def _publish_head(self, head: int) -> None:
         av = self._av
-        if messages:
-            av.fetch_add64(OFF_GOT_COUNT, messages)
         av.store64_seq_cst(OFF_HEAD, head)
         if av.load32(OFF_PRODUCER_WAITING):
             self._space_sem.release()
@@ -753,7 +766,16 @@ class Ring:
         """Take the oldest message, waiting for one; raises ``TimeoutError``
         when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
         ring is drained."""
-        deadline = self._take_consumer_lock(timeout)
+        lock = self._clock
+        deadline = None
+        if timeout is None:  # inlined fast path, as in put()
+            try:
+                if not lock.acquire(0):
+                    self._lock(lock, None, self._repair_consumer)
+            except OwnerDiedError:
+                self._repair_consumer(lock)
+        else:
+            deadline = self._take_consumer_lock(timeout)
         try:
             head = self._load64(OFF_HEAD)
             tail = self._tail_seen
@@ -771,10 +793,12 @@ class Ring:
             else:
                 head, tail, pos, n = self._wait_message(deadline, timeout == 0)
                 rec = (n + 15) & ~7
-            data = self._buf[pos:pos + n].tobytes()
-            self._publish_head(head + rec, 1)
+            data = self._read(n, pos)
+            self._store64_seq_cst(OFF_HEAD, head + rec)
+            if self._load32(OFF_PRODUCER_WAITING):
+                self._space_sem.release()
         finally:
-            self._clock.release()
+            lock.release()
         return data
 
     def get_nowait(self) -> bytes:
@@ -795,9 +819,9 @@ class Ring:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
             cap = self.capacity
             maxmsg = self.max_message_size
-            buf = self._buf
+            read = self._read
             load64 = self._load64
-            append(buf[pos:pos + n].tobytes())
+            append(read(n, pos))
             head += (n + 15) & ~7
             while len(out) < max_messages:
                 if head == tail:
@@ -810,14 +834,13 @@ class Ring:
                     if hdr >> 32 == KIND_PAD and cap - off <= tail - head:
                         head += cap - off
                         continue
-                    self._publish_head(head, len(out))
+                    self._publish_head(head)
                     raise CorruptedError(
                         f"ring record at position {head} is corrupted (kind={hdr >> 32:#x}, length={n})"
                     )
-                pos = HEADER_SIZE + off + 8
-                append(buf[pos:pos + n].tobytes())
+                append(read(n, HEADER_SIZE + off + 8))
                 head += rec
-            self._publish_head(head, len(out))
+            self._publish_head(head)
         finally:
             self._clock.release()
         return out
@@ -883,16 +906,38 @@ class Ring:
 
     # ---- queries -------------------------------------------------------
     def __len__(self) -> int:
-        """Messages waiting (a snapshot; other processes may change it)."""
-        av = self._av
-        got = av.load64(OFF_GOT_COUNT)
-        put = av.load64(OFF_PUT_COUNT)
-        return max(0, min(put - got, self.capacity // RECORD_HEADER))
+        """Messages waiting (a snapshot; other processes may change it).
+
+        Counts the records between head and tail.  A producer only ever
+        overwrites space behind ``head``, so a walk during which ``head`` did
+        not move read only intact records; otherwise it walks again."""
+        cap = self.capacity
+        load64 = self._load64
+        count = 0
+        for _ in range(100):
+            head, tail = self._indices()
+            count = 0
+            pos = head
+            while pos < tail:
+                off = pos % cap
+                hdr = load64(HEADER_SIZE + off)
+                kind = hdr >> 32
+                if kind == KIND_PAD:
+                    pos += cap - off
+                    continue
+                n = hdr & _LEN_MASK
+                if kind != KIND_MSG or n > self.max_message_size:
+                    break
+                pos += (n + 15) & ~7
+                count += 1
+            if load64(OFF_HEAD) == head:
+                if pos != tail:
+                    raise CorruptedError(f"ring records between {head} and {tail} are corrupted")
+                return count
+        return count  # consumers kept moving: the last walk is a fair snapshot
 
     def empty(self) -> bool:
-        head, tail = self._indices()
-        if tail == head:
-            return True
+        """True when no message is waiting (a snapshot)."""
         return len(self) == 0
 
     def full(self) -> bool:
@@ -917,7 +962,7 @@ class Ring:
         buf = self.__dict__.pop("_buf", None)
         if buf is not None and buf is not _DETACHED:
             buf.release()
-        for name in ("_load64", "_load32", "_store64"):
+        for name in ("_load64", "_load32", "_store64", "_store64_seq_cst", "_read", "_write"):
             self.__dict__.pop(name, None)
 
     def detach(self) -> None:
