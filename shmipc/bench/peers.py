@@ -59,6 +59,11 @@ class MpQueue(Contestant):
 
     def teardown(self, q):
         q.close()
+        q.join_thread()  # the parent fed end markers: no feeder thread across the next fork
+
+    def end_stream(self, q) -> bool:
+        q.put(b"")
+        return False
 
     def open_tx(self, q, index=0):
         def close():
@@ -488,13 +493,21 @@ class FasterFifo(Contestant):
         q = self.modules["faster_fifo"].Queue(max_size_bytes=max(4 * MiB, 4 * (size + 256)))
         return _ns(q=q, batch=batch)
 
+    # faster-fifo's blocking calls give up after 10 s by default: wait as
+    # long as the harness allows instead (it kills a hung run itself).
+    FOREVER = 24 * 3600.0
+
     def open_tx(self, chan, index=0):
         q = chan.q
-        return Endpoint(send=q.put, send_many=q.put_many)
+        put = functools.partial(q.put, block=True, timeout=self.FOREVER)
+        put_many = functools.partial(q.put_many, block=True, timeout=self.FOREVER)
+        return Endpoint(send=put, send_many=put_many)
 
     def open_rx(self, chan, index=0):
         q = chan.q
-        return Endpoint(recv=q.get, recv_many=functools.partial(q.get_many, max_messages_to_get=chan.batch), recv_array=q.get)
+        get = functools.partial(q.get, block=True, timeout=self.FOREVER)
+        get_many = functools.partial(q.get_many, block=True, timeout=self.FOREVER, max_messages_to_get=chan.batch)
+        return Endpoint(recv=get, recv_many=get_many, recv_array=get)
 
 
 # ---- ZeroMQ ------------------------------------------------------------------------
@@ -553,7 +566,7 @@ class Iceoryx2(Contestant):
     note = (
         "publish/subscribe of Slice[c_uint8], safe overflow off, subscriber buffer of at most "
         "64 MiB; send() drops when that buffer is full, so the sender loans and sends again until "
-        "delivered; the receiver busy-polls receive()"
+        "delivered; the receiver busy-polls receive() (sched_yield() after 100 empty polls)"
     )
 
     def check(self) -> None:
@@ -589,6 +602,7 @@ class Iceoryx2(Contestant):
         node, service = self._open(chan)
         publisher = service.publisher_builder().initial_max_slice_len(chan.size).create()
         loan = publisher.loan_slice_uninit
+        yield_ = os.sched_yield
         byte_array = ctypes.c_uint8 * chan.size
 
         def send(data: Any) -> None:
@@ -603,6 +617,7 @@ class Iceoryx2(Contestant):
                 raw.release()
                 if sample.assume_init().send():
                     return
+                yield_()  # dropped: the subscriber's buffer is full
 
         def view_producer(size: int, count: int) -> None:
             src = bytearray(size)
@@ -626,6 +641,7 @@ class Iceoryx2(Contestant):
                     del a
                     if sample.assume_init().send():
                         break
+                    yield_()
 
         state = [node, service, publisher]
 
@@ -639,6 +655,7 @@ class Iceoryx2(Contestant):
         node, service = self._open(chan)
         subscriber = service.subscriber_builder().buffer_size(chan.depth).create()
         receive = subscriber.receive
+        yield_ = os.sched_yield
         byte_array = ctypes.c_uint8 * chan.size
         c_uint8 = ctypes.c_uint8
 
@@ -647,8 +664,13 @@ class Iceoryx2(Contestant):
 
             def __enter__(self) -> memoryview:
                 sample = receive()
-                while sample is None:
-                    sample = receive()
+                if sample is None:
+                    polls = 0
+                    while sample is None:
+                        polls += 1
+                        if polls > 100:
+                            yield_()  # let a producer on this core run
+                        sample = receive()
                 n = sample.header.number_of_elements
                 array_type = byte_array if n == chan.size else c_uint8 * n
                 self.sample = sample

@@ -40,6 +40,8 @@ def fmt_num(x: float) -> str:
 def fmt_ratio(r: Optional[float]) -> str:
     if r is None:
         return ""
+    if r < 0.1:
+        return f"{r:.2g}×"
     return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
 
 

@@ -121,6 +121,15 @@ def produce(ep: Endpoint, mode: str, size: int, count: int, batch: int, mutable:
                 send(h + mid + h)
     elif mode == "batch":
         send_many = _need(ep.send_many, "send_many")
+        if not mutable:
+            pack = _Q.pack
+            mid = bytes(size - 16)
+            seq = 0
+            while seq < count:
+                n = min(batch, count - seq)
+                send_many([pack(s) + mid + pack(s) for s in range(seq, seq + n)])
+                seq += n
+            return
         bufs = [bytearray(size) for _ in range(batch)]
         qs = [memoryview(b).cast("Q") for b in bufs]
         last = len(qs[0]) - 1
@@ -274,37 +283,61 @@ def pong(ep_in: Endpoint, ep_out: Endpoint, mode: str, size: int) -> int:
 
 
 # ---- N×M ---------------------------------------------------------------------
-def mpmc_produce(ep: Endpoint, mode: str, size: int, count: int, batch: int, producer: int) -> None:
+def mpmc_produce(
+    ep: Endpoint, mode: str, size: int, count: int, batch: int, producer: int, mutable: bool = True
+) -> None:
     """Producer *producer* sends *count* messages tagged with its index."""
+    if not mutable:
+        pack = _Q.pack
+        tag = pack(producer)
+        mid = bytes(size - 24)
+
+        def make(seq: int) -> bytes:
+            h = pack(seq)
+            return h + tag + mid + h
+
+        if mode == "single":
+            send = _need(ep.send, "send")
+            for seq in range(count):
+                send(make(seq))
+        elif mode == "batch":
+            send_many = _need(ep.send_many, "send_many")
+            for start in range(0, count, batch):
+                send_many([make(s) for s in range(start, min(count, start + batch))])
+        else:
+            raise ValueError(f"mode {mode!r} has no N×M loop")
+        return
     buf_count = batch if mode == "batch" else 1
     bufs = [bytearray(size) for _ in range(buf_count)]
     qs = [memoryview(b).cast("Q") for b in bufs]
     last = len(qs[0]) - 1
     for q in qs:
         q[1] = producer
-    if mode == "single":
-        send = _need(ep.send, "send")
-        q = qs[0]
-        buf = bufs[0]
-        for seq in range(count):
-            q[0] = seq
-            q[last] = seq
-            send(buf)
-    elif mode == "batch":
-        send_many = _need(ep.send_many, "send_many")
-        seq = 0
-        while seq < count:
-            n = min(batch, count - seq)
-            for i in range(n):
-                q = qs[i]
+    try:
+        if mode == "single":
+            send = _need(ep.send, "send")
+            q = qs[0]
+            buf = bufs[0]
+            for seq in range(count):
                 q[0] = seq
                 q[last] = seq
-                seq += 1
-            send_many(bufs if n == batch else bufs[:n])
-    else:
-        raise ValueError(f"mode {mode!r} has no N×M loop")
-    for q in qs:
-        q.release()
+                send(buf)
+        elif mode == "batch":
+            send_many = _need(ep.send_many, "send_many")
+            seq = 0
+            while seq < count:
+                n = min(batch, count - seq)
+                for i in range(n):
+                    q = qs[i]
+                    q[0] = seq
+                    q[last] = seq
+                    seq += 1
+                send_many(bufs if n == batch else bufs[:n])
+        else:
+            raise ValueError(f"mode {mode!r} has no N×M loop")
+    finally:
+        for q in qs:
+            q.release()
 
 
 def mpmc_consume(ep: Endpoint, mode: str, size: int, n_producers: int) -> Dict[str, Any]:
@@ -395,11 +428,11 @@ def frames_consume(ep: Endpoint, zero_copy: bool, nbytes: int, count: int) -> fl
         for i in range(count):
             with get_view() as v:
                 a = numpy.frombuffer(v, dtype=numpy.uint64)
-                ok = a.shape == (n,) and a[0] == i and a[-1] == i
-                got = (a.shape, int(a[0]), int(a[-1])) if a.size else (a.shape,)
-                del a
-                if not ok:
+                if a.shape != (n,) or a[0] != i or a[-1] != i:
+                    got = (a.shape, int(a[0]), int(a[-1])) if a.size else (a.shape,)
+                    del a
                     raise SequenceError(f"frame {i}: got shape/stamps {got}")
+                del a
     else:
         recv_array = _need(ep.recv_array, "recv_array")
         for i in range(count):
