@@ -82,14 +82,19 @@ class Contestant:
     def teardown(self, chan: Any) -> None:
         """Remove what setup() made (kernel objects, files)."""
 
-    def end_stream(self, chan: Any) -> bool:
+    def end_stream(self, chan: Any) -> Optional[bool]:
         """N×M runs: all producers are done; stop one consumer.
 
-        The default sends one empty message (FIFO order puts it behind all
-        data) and returns False: the harness calls again each time a
-        consumer has stopped, so a batched receive can never take two
-        markers.  Return True if one call stops every consumer (as closing
-        a stream does).
+        Must not block (it runs in the parent, which watches the deadline):
+        return None if the channel is full right now (the harness tries
+        again shortly), False after sending one end marker (an empty
+        message, which FIFO order puts behind all data), or True if this
+        call stops every consumer at once (as closing a stream does).  The
+        harness asks for one marker at a time, once more each time a
+        consumer has stopped, so a batched receive never takes two.
+
+        This default sends through a sending endpoint and may block:
+        contestants with bounded channels override it.
         """
         ep = self.open_tx(chan, -1)
         try:

@@ -299,17 +299,21 @@ def _exit_reason(code: Optional[int]) -> str:
 def run_processes(
     jobs: Sequence[Tuple[str, Callable[..., Any], Tuple[Any, ...]]],
     timeout: float,
-    after_writers: Optional[Callable[[], None]] = None,
-    after_reader: Optional[Callable[[], None]] = None,
+    end_stream: Optional[Callable[[], Optional[bool]]] = None,
 ) -> Dict[str, Any]:
     """Fork one process per job, wait for every result within *timeout* s.
 
     Each job is (role, function, args); the function is called in the
-    child as ``function(barrier, done, *args)``.  Roles starting with "tx"
-    are writers: once all of them reported, *after_writers* runs in the
-    parent, and *after_reader* each time a reader reports after that (N×M
-    runs use them to end the stream).  Returns {role: result}; raises
-    RunFailed.
+    child as ``function(barrier, done, *args)``.  Returns {role: result};
+    raises RunFailed.
+
+    N×M runs pass *end_stream*: roles starting with "tx" are writers, "rx"
+    readers.  Once every writer has reported, the parent owes the readers
+    one end-of-stream marker, and one more each time a reader reports
+    while others still run.  ``end_stream()`` sends one without blocking:
+    it returns None if the channel is full (tried again shortly), False
+    when one marker was sent, True when the stream is closed for every
+    reader at once.
     """
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(len(jobs))
@@ -326,9 +330,17 @@ def run_processes(
         results: Dict[str, Any] = {}
         barrier_errors: List[str] = []
         writers = {role for role, _, _ in procs if role.startswith("tx")}
-        finished = after_writers is None
+        writers_done = end_stream is None
+        owed = 0  # end-of-stream markers the readers are waiting for
+        closed = False
         deadline = time.monotonic() + timeout
         while pending:
+            while owed and not closed:
+                sent = end_stream()  # type: ignore[misc]
+                if sent is None:
+                    break  # channel full: the readers are still draining
+                owed -= 1
+                closed = bool(sent)
             left = deadline - time.monotonic()
             if left <= 0:
                 roles = ", ".join(sorted(role for role, _ in pending.values()))
@@ -336,7 +348,8 @@ def run_processes(
                 if barrier_errors:
                     reason += f"; {barrier_errors[0]}"
                 raise RunFailed("timed out", reason)
-            for reader in multiprocessing.connection.wait(list(pending), timeout=left):
+            wait = min(left, 0.005) if owed and not closed else left
+            for reader in multiprocessing.connection.wait(list(pending), timeout=wait):
                 role, proc = pending.pop(reader)
                 try:
                     status, payload = reader.recv()
@@ -351,13 +364,13 @@ def run_processes(
                     barrier_errors.append(f"{role}: {payload}")
                     continue
                 results[role] = payload
-                if finished and after_reader is not None and role.startswith("rx") and pending:
-                    after_reader()
+                if writers_done and end_stream is not None and role.startswith("rx") and pending:
+                    owed += 1
             if barrier_errors and not pending:
                 raise RunFailed("failed", barrier_errors[0])
-            if not finished and writers <= results.keys():
-                finished = True
-                after_writers()  # type: ignore[misc]
+            if not writers_done and writers <= results.keys():
+                writers_done = True
+                owed += 1
         done.set()
         for role, proc, _ in procs:
             proc.join(max(1.0, deadline - time.monotonic()))
@@ -436,14 +449,8 @@ def measure_mpmc(c: Contestant, size: int, count: int, config: Config, timeout: 
         jobs.append((f"rx{j}", _job_mpmc_consume, (c, chan, j, c.mode, size, writers)))
     for i in range(writers):
         jobs.append((f"tx{i}", _job_mpmc_produce, (c, chan, i, c.mode, size, count, batch)))
-    stream = {"ended": False}
-
-    def end_one() -> None:
-        if not stream["ended"]:
-            stream["ended"] = c.end_stream(chan)
-
     try:
-        res = run_processes(jobs, timeout, after_writers=end_one, after_reader=end_one)
+        res = run_processes(jobs, timeout, end_stream=lambda: c.end_stream(chan))
     finally:
         c.teardown(chan)
     counts = [0] * writers

@@ -306,6 +306,13 @@ class SysvMessageQueue(Contestant):
     def teardown(self, mq):
         mq.remove()
 
+    def end_stream(self, mq):
+        try:
+            mq.send(b"", block=False)
+        except self.modules["sysv_ipc"].BusyError:
+            return None
+        return False
+
     def open_tx(self, mq, index=0):
         return Endpoint(send=mq.send)
 
@@ -404,6 +411,13 @@ class PosixMessageQueue(Contestant):
         mq.unlink()
         mq.close()
 
+    def end_stream(self, mq):
+        try:
+            mq.send(b"", timeout=0)
+        except self.modules["posix_ipc"].BusyError:
+            return None
+        return False
+
     def open_tx(self, mq, index=0):
         return Endpoint(send=mq.send)
 
@@ -492,6 +506,15 @@ class FasterFifo(Contestant):
     def setup(self, size, *, kind="spsc", batch=1, writers=1, readers=1):
         q = self.modules["faster_fifo"].Queue(max_size_bytes=max(4 * MiB, 4 * (size + 256)))
         return _ns(q=q, batch=batch)
+
+    def end_stream(self, chan):
+        import queue
+
+        try:
+            chan.q.put(b"", block=False)
+        except queue.Full:
+            return None
+        return False
 
     # faster-fifo's blocking calls give up after 10 s by default: wait as
     # long as the harness allows instead (it kills a hung run itself).

@@ -336,8 +336,12 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
     results = [r for r in data["results"] if r["scenario"] == "spsc" and r["status"] == "ok" and "median" in r]
     if not results:
         raise PlotUnavailable("no SPSC result to plot")
-    fig, (ax_msgs, ax_bytes) = plt.subplots(1, 2, figsize=(14, 6))
+    fig, (ax_msgs, ax_bytes) = plt.subplots(1, 2, figsize=(16, 6.5))
+    colors = plt.get_cmap("tab20").colors
+    markers = "os^vD<>ph*X"
     styles = {"shmipc": "-", "peer": "--"}
+    sizes = sorted({r["size"] for r in results})
+    plotted = 0
     for c in data["contestants"]:
         mine = sorted((r for r in results if r["contestant"] == c["name"]), key=lambda r: r["size"])
         if not mine:
@@ -345,13 +349,21 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
         xs = [r["size"] for r in mine]
         msgs = [r["median"] for r in mine]
         mbs = [r["median"] * r["size"] / 1e6 for r in mine]
-        lo = [r["min"] for r in mine]
-        hi = [r["max"] for r in mine]
-        style = styles.get(c["group"], "-")
-        width = 2.2 if c["group"] == "shmipc" else 1.2
-        (line,) = ax_msgs.plot(xs, msgs, style, marker="o", lw=width, label=c["name"])
-        ax_msgs.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
-        ax_bytes.plot(xs, mbs, style, marker="o", lw=width, color=line.get_color(), label=c["name"])
+        style = dict(
+            ls=styles.get(c["group"], "-"),
+            lw=2.4 if c["group"] == "shmipc" else 1.2,
+            marker=markers[plotted % len(markers)],
+            color=colors[plotted % len(colors)],
+            label=c["name"],
+        )
+        plotted += 1
+        ax_msgs.plot(xs, msgs, **style)
+        ax_msgs.fill_between(xs, [r["min"] for r in mine], [r["max"] for r in mine], color=style["color"], alpha=0.12)
+        ax_bytes.plot(xs, mbs, **style)
+        ax_bytes.fill_between(
+            xs, [r["min"] * r["size"] / 1e6 for r in mine], [r["max"] * r["size"] / 1e6 for r in mine],
+            color=style["color"], alpha=0.12,
+        )
     limits = data.get("limits") or {}
     ring = [(64, limits.get("ring_64_gbs")), (1 << 20, limits.get("ring_1mib_gbs")), (16 << 20, limits.get("ring_16mib_gbs"))]
     ring = [(x, y) for x, y in ring if y]
@@ -366,12 +378,16 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
     for ax, ylabel in ((ax_msgs, "messages/s"), (ax_bytes, "MB/s")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("message size (bytes)")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([size_label(n) for n in sizes])
+        ax.set_xlabel("message size")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    ax_bytes.legend(fontsize=7, loc="best")
+    ax_msgs.set_title("messages/s (median, band = min–max)")
+    ax_bytes.set_title("MB/s")
+    ax_bytes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     m = data["meta"]
     fig.suptitle(f"SPSC throughput vs message size — {m.get('cpu')}, {m.get('cores')} cores, {m.get('python')}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
