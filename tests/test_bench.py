@@ -5,6 +5,7 @@ produced and shaped as documented, that a contestant whose messages are
 wrong is reported FAILED (not fast), that errors and hangs are reported and
 never hang the run, and that missing contestants are listed.
 """
+import argparse
 import itertools
 import json
 import multiprocessing
@@ -89,7 +90,7 @@ def test_smoke_run_json_and_failures(tmp_path, capsys):
     assert code == 0  # peers failing is reported, not fatal
     assert elapsed < 60
 
-    assert set(data) == {"meta", "config", "limits", "contestants", "results"}
+    assert set(data) == {"meta", "config", "limits", "contestants", "skipped_scenarios", "results"}
     meta = data["meta"]
     for key in ("cpu", "cores", "kernel", "python", "numpy", "loadavg_start", "wall_seconds"):
         assert key in meta
@@ -171,7 +172,7 @@ def test_select_and_sizes():
     assert [c.name for c in cli.select(pool, "QUEUE,corr*")] == ["multiprocessing.Queue", "corrupting os.pipe"]
     assert cli.select(pool, None) == pool
     assert cli._sizes("64,4k,1MiB,16m") == (64, 4096, 1 << 20, 16 << 20)
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         cli._sizes("63")
     with pytest.raises(SystemExit):
         cli.main(["--only", "no-such-contestant"], contestants=pool)

@@ -42,7 +42,8 @@ def select(contestants: Sequence[Contestant], patterns: Optional[str]) -> List[C
 
 def _parse_size(text: str) -> int:
     t = text.strip().lower().replace(" ", "")
-    for suffix, mult in (("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10), ("b", 1)):
+    units = (("gib", 1 << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10))
+    for suffix, mult in units + (("b", 1),):
         if t.endswith(suffix):
             value = int(float(t[: -len(suffix)]) * mult)
             break

@@ -69,7 +69,7 @@ class Ring(Contestant):
             self.name += f" spin={spin * 1e6:g}µs"
             self.scenarios = frozenset({"spsc", "pingpong"})
             self.note = f"ring.spin = {spin * 1e6:g} µs in both processes (busy-polls before blocking)"
-        self.note += f"; capacity max(4 MiB, 4 messages)"
+        self.note += "; capacity max(4 MiB, 4 messages)"
 
     def check(self) -> None:
         self.modules["shmipc"] = _shmipc("Ring")

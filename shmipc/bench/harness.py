@@ -372,12 +372,12 @@ def run_processes(
                 writers_done = True
                 owed += 1
         done.set()
-        for role, proc, _ in procs:
+        for _, proc, _ in procs:
             proc.join(max(1.0, deadline - time.monotonic()))
         return results
     finally:
         done.set()
-        for role, proc, reader in procs:
+        for _, proc, reader in procs:
             if proc.is_alive():
                 proc.kill()
             proc.join(5)
@@ -623,6 +623,8 @@ class Bench:
         self.progress = progress or Progress(enabled=False)
         self.statuses: Dict[str, Dict[str, str]] = {}
         self.cells: List[Cell] = []
+        #: scenario -> why it was not run
+        self.skipped: Dict[str, str] = {}
 
     # ---- availability ----------------------------------------------------
     def check_contestants(self) -> List[Contestant]:
@@ -642,7 +644,14 @@ class Bench:
         return available
 
     def build_cells(self, available: Sequence[Contestant]) -> None:
+        if "frames" in self.config.scenarios:
+            try:
+                import numpy  # noqa: F401
+            except ImportError:
+                self.skipped["frames"] = "numpy is not installed (pip install numpy)"
         for scenario in self.config.scenarios:
+            if scenario in self.skipped:
+                continue
             for size in self.config.sizes_for(scenario):
                 for c in available:
                     if not c.supports(scenario):
@@ -749,6 +758,7 @@ class Bench:
                 }
                 for c in self.contestants
             ],
+            "skipped_scenarios": self.skipped,
             "results": [cell.as_dict() for cell in self.cells],
         }
 
@@ -816,7 +826,7 @@ def _groups(cells: Sequence[Cell]) -> List[Tuple[str, int, List[Cell]]]:
 
 def _ratios(cells: Sequence[Cell]) -> None:
     """ratio_to_best_peer: > 1 means better than the best peer of the cell."""
-    for scenario, size, group in _groups(cells):
+    for scenario, _, group in _groups(cells):
         metric, higher = METRICS[scenario]
         peers = [c for c in group if c.contestant.group == "peer" and c.status == "ok" and c.summary]
         if not peers:

@@ -5,7 +5,7 @@ import json
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .harness import METRICS, size_label
+from .harness import size_label
 from .limits import LIMIT_LABELS
 
 __all__ = ["format_report", "write_json", "write_plot", "PlotUnavailable"]
@@ -296,6 +296,8 @@ def format_report(data: Dict[str, Any]) -> str:
     out += _section_mpmc(data, notes)
     out += _section_frames(data, notes)
     out += _section_limits(data)
+    for scenario, reason in (data.get("skipped_scenarios") or {}).items():
+        out += ["", f"Scenario {scenario}: skipped ({reason})"]
     missing = [c for c in data["contestants"] if c["status"] != "available"]
     if missing:
         out += ["", "Not measured:"]
@@ -365,8 +367,11 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
             color=style["color"], alpha=0.12,
         )
     limits = data.get("limits") or {}
-    ring = [(64, limits.get("ring_64_gbs")), (1 << 20, limits.get("ring_1mib_gbs")), (16 << 20, limits.get("ring_16mib_gbs"))]
-    ring = [(x, y) for x, y in ring if y]
+    ring = [
+        (x, limits.get(key))
+        for x, key in ((64, "ring_64_gbs"), (1 << 20, "ring_1mib_gbs"), (16 << 20, "ring_16mib_gbs"))
+        if limits.get(key)
+    ]
     if ring:
         ax_bytes.plot([x for x, _ in ring], [y * 1e3 for _, y in ring], "k:", marker="s", lw=2,
                       label="limit: spinning C ring")
