@@ -577,7 +577,9 @@ class Progress:
                 cols = os.get_terminal_size(self.stream.fileno()).columns
             except (OSError, ValueError, AttributeError):
                 pass
-            line = line[: max(20, cols - 1)]
+            if cols < 40:  # unknown or tiny terminal
+                cols = 120
+            line = line[: cols - 1]
             self.stream.write("\r" + line + " " * max(0, self._width - len(line)))
             self._width = len(line)
         else:
