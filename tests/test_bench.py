@@ -234,3 +234,34 @@ def test_python_m_shmipc_bench_list():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("os.pipe")
+
+
+def test_report_targets():
+    def ok(scenario, size, name, group, median):
+        return {"scenario": scenario, "size": size, "contestant": name, "group": group, "status": "ok",
+                "reason": "", "median": median, "min": median, "max": median}
+
+    data = {
+        "meta": {"loadavg_start": [0.0]},
+        "config": {"runs": 1, "target": 0.1, "mpmc_writers": 4, "mpmc_readers": 4},
+        "limits": {"futex_rtt_us": [10.0, 20.0], "ring_1mib_gbs": 10.0},
+        "contestants": [
+            {"name": "os.pipe", "group": "peer", "mode": "single", "status": "available", "reason": ""},
+            {"name": "faster-fifo put_many/get_many", "group": "peer", "mode": "batch", "status": "available",
+             "reason": ""},
+            {"name": "shmipc.Ring put/get", "group": "shmipc", "mode": "single", "status": "available",
+             "reason": ""},
+        ],
+        "results": [
+            ok("spsc", 64, "os.pipe", "peer", 500e3),
+            ok("spsc", 64, "faster-fifo put_many/get_many", "peer", 900e3),  # batched: not the reference
+            ok("spsc", 64, "shmipc.Ring put/get", "shmipc", 1.25e6),
+            ok("pingpong", 64, "shmipc.Ring put/get", "shmipc", 13.0),
+        ],
+    }
+    text = report.format_report(data)
+    lines = {line.split("  ")[0]: line for line in text.splitlines()}
+    assert "2.50× best single-message peer (os.pipe)" in lines["Ring put/get, 64 B"]
+    assert "met (need 2×)" in lines["Ring put/get, 64 B"]
+    assert "MISSED" in lines["shmipc.Ring put/get round trip, 64 B"]  # 13 µs > 10 µs + 20%
+    assert "not measured" in lines["Ring put/get, 1 MiB"]

@@ -162,7 +162,7 @@ def _section_pingpong(data: Dict[str, Any], notes: _Notes) -> List[str]:
                 [
                     name,
                     _value_cell(res, 1.0, fmt_num, notes, ratio=False),
-                    fmt_num(res["p99_us"]),
+                    fmt_num(res["p99_us"]) if "p99_us" in res else "",
                     fmt_ratio(res.get("ratio_to_best_peer")),
                 ]
             )
@@ -198,7 +198,7 @@ def _section_mpmc(data: Dict[str, Any], notes: _Notes) -> List[str]:
                 [
                     name,
                     _value_cell(res, 1.0, fmt_count, notes, ratio=False),
-                    fmt_num(res["mb_per_s"]),
+                    fmt_num(res["mb_per_s"]) if "mb_per_s" in res else "",
                     fmt_ratio(res.get("ratio_to_best_peer")),
                 ]
             )
@@ -269,6 +269,84 @@ def _section_limits(data: Dict[str, Any]) -> List[str]:
     return ["", "Physical limits of this machine (C, limits.c)", *_table(["measurement", "value"], rows)]
 
 
+def _median(idx: Dict[Tuple[str, int, str], Dict[str, Any]], scenario: str, size: int, name: str) -> Optional[float]:
+    res = idx.get((scenario, size, name))
+    if res is None or res.get("status") != "ok" or "median" not in res:
+        return None
+    return float(res["median"])
+
+
+def _section_targets(data: Dict[str, Any]) -> List[str]:
+    """The performance targets of the benchmark issue, as measured ratios."""
+    idx = _index(data["results"])
+    modes = {c["name"]: c.get("mode") for c in data["contestants"]}
+    groups = {c["name"]: c["group"] for c in data["contestants"]}
+    if not any(r["group"] == "shmipc" and r["status"] == "ok" for r in data["results"]):
+        return []
+    limits = data.get("limits") or {}
+    MiB = 1 << 20
+
+    def best_peer(scenario: str, size: int, single: bool) -> Tuple[Optional[str], Optional[float]]:
+        best: Tuple[Optional[str], Optional[float]] = (None, None)
+        for (sc, sz, name), _ in idx.items():
+            if sc != scenario or sz != size or groups.get(name) != "peer":
+                continue
+            if single and modes.get(name) == "batch":
+                continue
+            value = _median(idx, sc, sz, name)
+            if value is not None and (best[1] is None or value > best[1]):
+                best = (name, value)
+        return best
+
+    rows: List[List[str]] = []
+
+    def ratio_target(target: str, mine: Optional[float], ref: Optional[float], ref_name: str, need: float) -> None:
+        if mine is None or not ref:
+            rows.append([target, "not measured", ""])
+            return
+        ratio = mine / ref
+        rows.append([target, f"{ratio:.2f}× {ref_name}", f"{'met' if ratio >= need else 'MISSED'} (need {need:g}×)"])
+
+    def time_target(target: str, mine: Optional[float], limit: Optional[float], how: str) -> None:
+        if mine is None or not limit:
+            rows.append([target, "not measured", ""])
+            return
+        verdict = "met" if mine <= limit else "MISSED"
+        rows.append([target, f"{fmt_num(mine)} µs", f"{verdict} (need ≤ {fmt_num(limit)} µs: {how})"])
+
+    ring, batch, view = "shmipc.Ring put/get", "shmipc.Ring put_many/get_many", "shmipc.Ring reserve/get_view"
+    peer, value = best_peer("spsc", 64, single=True)
+    ratio_target("Ring put/get, 64 B", _median(idx, "spsc", 64, ring), value, f"best single-message peer ({peer})", 2)
+    ratio_target("Ring put_many/get_many, 64 B", _median(idx, "spsc", 64, batch), value,
+                 f"best single-message peer ({peer})", 3)
+    ratio_target("Ring put_many/get_many, 64 B", _median(idx, "spsc", 64, batch),
+                 _median(idx, "spsc", 64, "faster-fifo put_many/get_many"), "faster-fifo put_many/get_many", 5)
+    if limits.get("ring_1mib_gbs"):
+        ring_msgs = limits["ring_1mib_gbs"] * 1e9 / MiB
+        ratio_target("Ring put/get, 1 MiB", _median(idx, "spsc", MiB, ring), ring_msgs, "spinning C ring", 0.7)
+    ratio_target("Ring reserve/get_view, 1 MiB", _median(idx, "spsc", MiB, view),
+                 _median(idx, "spsc", MiB, "iceoryx2 (copy in, read in place)"), "iceoryx2", 1)
+    if limits.get("futex_rtt_us"):
+        futex = limits["futex_rtt_us"][0]
+        for name in (ring, "shmipc.Mailbox send/recv"):
+            time_target(f"{name} round trip, 64 B", _median(idx, "pingpong", 64, name), futex * 1.2,
+                        f"futex floor {fmt_num(futex)} µs + 20%")
+    spin = next((c["name"] for c in data["contestants"] if c["name"].startswith(ring + " spin")), None)
+    if spin:
+        time_target(f"{spin} round trip, 64 B", _median(idx, "pingpong", 64, spin), 3.0, "spin-then-block")
+    frame_sizes = sorted({r["size"] for r in data["results"] if r["scenario"] == "frames"})
+    if len(frame_sizes) > 1:
+        small = _median(idx, "frames", frame_sizes[0], view)
+        large = _median(idx, "frames", frame_sizes[-1], view)
+        time_target(f"Ring zero-copy frame, {size_label(frame_sizes[-1])}", large, small * 1.5 if small else None,
+                    f"independent of size: {size_label(frame_sizes[0])} took {fmt_num(small) if small else '?'} µs")
+    return [
+        "",
+        "Targets of the benchmark issue (measured in this run)",
+        *_table(["target", "measured", "verdict"], rows, align="<<<"),
+    ]
+
+
 def _header(data: Dict[str, Any]) -> List[str]:
     m, cfg = data["meta"], data["config"]
     lines = [
@@ -296,6 +374,7 @@ def format_report(data: Dict[str, Any]) -> str:
     out += _section_mpmc(data, notes)
     out += _section_frames(data, notes)
     out += _section_limits(data)
+    out += _section_targets(data)
     for scenario, reason in (data.get("skipped_scenarios") or {}).items():
         out += ["", f"Scenario {scenario}: skipped ({reason})"]
     missing = [c for c in data["contestants"] if c["status"] != "available"]
