@@ -68,6 +68,14 @@ static void *private_alloc(size_t size)
     return p;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define cpu_relax() __asm__ volatile("yield" ::: "memory")
+#else
+#define cpu_relax() __asm__ volatile("" ::: "memory")
+#endif
+
 /* Busy-wait politely: a pause per poll, and a sched_yield() now and then so a
  * peer that shares our core (or a busy machine) still gets to run. */
 static inline void relax(unsigned *spins)
@@ -75,7 +83,7 @@ static inline void relax(unsigned *spins)
     if (++*spins % 256 == 0)
         sched_yield();
     else
-        __builtin_ia32_pause();
+        cpu_relax();
 }
 
 static int cmp_double(const void *a, const void *b)
