@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+import _leaks
+
 import shmipc
 from shmipc import NamedSemaphore, _core, unlink_semaphore
 from shmipc.named_semaphore import SEM_VALUE_MAX
@@ -28,7 +30,7 @@ def new_name():
     made = []
 
     def make():
-        name = f"/shmipc-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        name = _leaks.posix_name("ns")
         made.append(name)
         return name
 
