@@ -8,7 +8,6 @@ import stat
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
