@@ -130,8 +130,16 @@ raise_sem_error(int err, const char *call, int semid)
     if (args == NULL) {
         return NULL;
     }
-    /* Instantiating the subclass itself keeps its type whatever the errno. */
-    PyErr_SetObject(type, args);
+    /* Instantiating the subclass itself keeps its type whatever the errno;
+     * for plain OSError, shmipc_raise_oserror raises the subclass errno
+     * picks (PyErr_SetObject would leave OSError on 3.9/3.10, which
+     * `except PermissionError` misses). */
+    if (type == PyExc_OSError) {
+        shmipc_raise_oserror(args);
+    }
+    else {
+        PyErr_SetObject(type, args);
+    }
     Py_DECREF(args);
     return NULL;
 }
