@@ -689,6 +689,17 @@ Semaphore_semop(SemaphoreObject *self, PyObject *args, PyObject *kwds)
     if (fast == NULL) {
         return NULL;
     }
+    /* PySequence_Fast hands a list back as is; parsing an item may run
+     * Python code (iterating a triple that is not a list or tuple), which
+     * could shrink that list under the loop below.  Work on a tuple. */
+    if (PyList_Check(fast)) {
+        PyObject *tuple = PyList_AsTuple(fast);
+        Py_DECREF(fast);
+        fast = tuple;
+        if (fast == NULL) {
+            return NULL;
+        }
+    }
     n = PySequence_Fast_GET_SIZE(fast);
     if (n < 1) {
         PyErr_SetString(PyExc_ValueError, "ops must not be empty");
