@@ -766,7 +766,8 @@ SharedSemaphore_release(SharedSemaphoreObject *self, PyObject *const *args,
                         Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t n = 1;
-    if (nargs != 0 || kwnames != NULL) {
+    /* kwnames may be an empty tuple rather than NULL (PEP 590). */
+    if (nargs != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyObject *obj;
         if (parse_one_arg(args, nargs, kwnames, "n", "release", &obj) < 0) {
             return NULL;
