@@ -494,9 +494,6 @@ Segment_read(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (argv[1] != NULL && !offset_converter(argv[1], &offset)) {
         return NULL;
     }
-    if (check_attached(self) < 0) {
-        return NULL;
-    }
     if (size_obj != Py_None) {
         size = PyNumber_AsSsize_t(size_obj, NULL);  /* clamps */
         if (size == -1 && PyErr_Occurred()) {
@@ -506,6 +503,10 @@ Segment_read(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
             PyErr_SetString(PyExc_ValueError, "size must not be negative");
             return NULL;
         }
+    }
+    /* Only now: the conversions above may run __index__, which may detach. */
+    if (check_attached(self) < 0) {
+        return NULL;
     }
     if (check_range(self, offset, &size) < 0) {
         return NULL;
