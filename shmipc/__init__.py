@@ -16,6 +16,25 @@ from ._core import (
 )
 from .segment import Segment, SegmentInfo, ftok, remove_segment, segments, stat_segment
 
+# ---- System V semaphore sets and liveness tokens (semaphore.py, liveness.py)
+from ._core import SEMVMX
+from .liveness import Liveness, LivenessToken, SlotInUseError
+from .semaphore import Op, Semaphore, SemaphoreInfo, remove_semaphore, semaphores, stat_semaphore
+
+_SEMAPHORE_ALL = [
+    "Liveness",
+    "LivenessToken",
+    "Op",
+    "SEMVMX",
+    "Semaphore",
+    "SemaphoreInfo",
+    "SlotInUseError",
+    "remove_semaphore",
+    "semaphores",
+    "stat_semaphore",
+]
+# ---- end of semaphore block
+
 # The other SHM_* flags this platform defines (SHM_HUGETLB, SHM_EXEC, ...).
 _SHM_FLAGS = [name for name in dir(_core) if name.startswith("SHM_")]
 globals().update({name: getattr(_core, name) for name in _SHM_FLAGS})
@@ -41,4 +60,37 @@ __all__ = [
     "segments",
     "stat_segment",
     *_SHM_FLAGS,
+    *_SEMAPHORE_ALL,
 ]
+
+# ---- messaging: Ring, Mailbox and their errors (issue 4) ----
+from ._arrays import decode_array  # noqa: E402
+from .errors import CorruptedError, EndOfStream, RemovedError  # noqa: E402
+from .mailbox import Mailbox  # noqa: E402
+from .ring import Ring  # noqa: E402
+
+__all__ += [
+    "CorruptedError",
+    "EndOfStream",
+    "Mailbox",
+    "RemovedError",
+    "Ring",
+    "decode_array",
+]
+# ---- end of messaging block ----
+# ---- POSIX semaphores, robust mutex, atomics (issue 3, items 2, 3, 4, 6) ----
+from .atomics import AtomicView, fence  # noqa: E402
+from .mutex import OwnerDiedError, RobustMutex  # noqa: E402
+from .named_semaphore import NamedSemaphore, unlink_semaphore  # noqa: E402
+from .shared_semaphore import SharedSemaphore  # noqa: E402
+
+__all__ += [
+    "AtomicView",
+    "NamedSemaphore",
+    "OwnerDiedError",
+    "RobustMutex",
+    "SharedSemaphore",
+    "fence",
+    "unlink_semaphore",
+]
+# ---- end of issue 3 block ----

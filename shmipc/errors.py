@@ -1,0 +1,42 @@
+"""The exceptions shmipc adds; each subclasses a built-in so ``except`` by
+built-in type keeps working."""
+from __future__ import annotations
+
+import errno as _errno
+
+from . import _core
+
+__all__ = ["CorruptedError", "EndOfStream", "OwnerDiedError", "RemovedError"]
+
+#: Raised by ``RobustMutex.acquire`` when the previous owner died holding the
+#: lock.  The lock *is held* when this is raised: repair the protected data,
+#: call ``mark_consistent()``, then ``release()``.
+OwnerDiedError = getattr(_core, "OwnerDiedError", None)
+if OwnerDiedError is None:  # pragma: no cover - only while mutex.c is absent
+
+    class OwnerDiedError(RuntimeError):  # type: ignore[no-redef]
+        """The previous owner of a robust mutex died while holding it."""
+
+
+class EndOfStream(EOFError):
+    """A producer closed the ring (or mailbox) and everything queued is drained."""
+
+
+class CorruptedError(RuntimeError):
+    """Shared state written by another process fails validation.
+
+    Values read from shared memory are untrusted; a bad magic number, layout
+    version or an index or length out of range raises this instead of being
+    used.  Nothing is modified when it is raised.
+    """
+
+
+class RemovedError(OSError):
+    """The shared object was removed (``IPC_RMID``) while in use.
+
+    ``errno`` is ``EIDRM``, as for a System V semaphore set removed under a
+    waiter.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_errno.EIDRM, message)

@@ -1,0 +1,937 @@
+"""Ring: a multi-producer, multi-consumer message queue in one segment.
+
+Messages of 0 to ``max_message_size`` bytes go through a byte ring in one
+System V segment.  Producers serialise on a robust mutex, consumers on
+another; the shared indices are published with atomics, and two
+process-shared semaphores in the segment serve only as doorbells for a peer
+that is actually asleep.  Everything here is Python on top of four C
+primitives (Segment, AtomicView, RobustMutex, SharedSemaphore).
+
+Shared layout (native byte order, every offset from the segment start)::
+
+    offset size  field
+    0      8     magic             b"shmipcRG" as a u64; written last at init
+    8      4     layout version    RING_VERSION
+    12     4     header size       HEADER_SIZE (data starts here)
+    16     8     capacity          bytes of message storage, multiple of 8
+    24     8     max message size  capacity - 8
+    32     4     closed            1 once a producer called close()
+    40     8     nonce             random; identifies this incarnation
+    64     64    producer lock     RobustMutex (pthread_mutex_t, robust, pshared)
+    128    64    consumer lock     RobustMutex
+    192    64    data doorbell     SharedSemaphore posted for a sleeping consumer
+    256    64    space doorbell    SharedSemaphore posted for a sleeping producer
+    320    4     consumer waiting  1 while the consumer-lock holder sleeps
+    384    4     producer waiting  1 while the producer-lock holder sleeps
+    448    8     tail              bytes ever written (monotonic); producers own it
+    456    8     messages put      count, published before tail
+    512    8     head              bytes ever consumed (monotonic); consumers own it
+    520    8     messages got      count, published before head
+    4096   cap   data              records
+
+A record starts at ``HEADER_SIZE + position % capacity``, 8-byte aligned::
+
+    0      4     length   payload bytes (PAD: ignored)
+    4      4     kind     MSG (0x4d534721) or PAD (0x50414421)
+    8      len   payload, then zero to 7 bytes of padding to the next 8
+
+A record never wraps: when one does not fit before the end of the data area,
+the producer writes a PAD record that fills the rest and the message goes
+at the start.  A message is *committed* when ``tail`` moves past it (one
+atomic store, the last step of ``put``), and *consumed* when ``head`` moves
+past it (the last step of ``get``).
+
+Crash semantics (what a ``SIGKILL`` at any point can do):
+
+* A producer killed inside ``put`` never publishes a partial message: the
+  record becomes visible only through the final ``tail`` store.  The next
+  producer gets the robust mutex back (``EOWNERDEAD``), resets the
+  "producer waiting" flag and carries on; the space the dead producer was
+  filling is simply reused.
+* A consumer killed inside ``get`` before it advanced ``head`` leaves the
+  message queued: the next consumer receives it.  Killed after advancing
+  ``head`` (the copy is done, the call has not returned), that one message
+  is lost.  Nothing else is ever lost, duplicated or reordered.
+* The doorbell semaphores carry no state that matters: a lost or extra post
+  only costs a wake-up, because the indices are the truth.
+* A killed process never leaves a lock held for the others: the next locker
+  repairs and continues.
+
+Values read from the segment are validated before use (another process may
+be buggy or hostile): a bad magic, version, size, index or record raises
+:class:`~shmipc.CorruptedError` and never causes an out-of-bounds access.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable, Iterator, List, Optional
+
+from . import _core
+from .atomics import AtomicView
+from .errors import CorruptedError, EndOfStream, OwnerDiedError, RemovedError
+from .mutex import RobustMutex
+from .segment import Segment
+from .shared_semaphore import SharedSemaphore
+
+__all__ = ["Ring", "RING_VERSION"]
+
+RING_MAGIC = int.from_bytes(b"shmipcRG", "little")
+RING_VERSION = 1
+HEADER_SIZE = 4096
+
+OFF_MAGIC = 0
+OFF_VERSION = 8
+OFF_HEADER_SIZE = 12
+OFF_CAPACITY = 16
+OFF_MAX_MESSAGE = 24
+OFF_CLOSED = 32
+OFF_NONCE = 40
+OFF_PRODUCER_LOCK = 64
+OFF_CONSUMER_LOCK = 128
+OFF_DATA_SEM = 192
+OFF_SPACE_SEM = 256
+OFF_CONSUMER_WAITING = 320
+OFF_PRODUCER_WAITING = 384
+OFF_TAIL = 448
+OFF_PUT_COUNT = 456
+OFF_HEAD = 512
+OFF_GOT_COUNT = 520
+
+RECORD_HEADER = 8
+KIND_MSG = 0x4D534721
+KIND_PAD = 0x50414421
+_MSG = KIND_MSG << 32
+_PAD = KIND_PAD << 32
+_LEN_MASK = 0xFFFFFFFF
+
+# How long one blocking wait lasts before the waiter looks at whether the
+# segment was removed under it (bounded reaction to IPC_RMID).
+_WAIT_SLICE = 0.05
+
+for _prim in (RobustMutex, SharedSemaphore):
+    if _prim.SIZE > 64:  # pragma: no cover - a platform with huge sync types
+        raise ImportError(f"{_prim.__name__}.SIZE={_prim.SIZE} does not fit the ring layout")
+
+_monotonic = time.monotonic
+
+
+def _record_size(n: int) -> int:
+    return (n + 15) & ~7
+
+
+class _Detached:
+    """Stands in for the hot-path objects once the ring is detached, so every
+    method raises ValueError without a check on the fast path."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError("operation on a detached ring")
+
+    def __call__(self, *args: Any) -> Any:
+        raise ValueError("operation on a detached ring")
+
+    def __getitem__(self, item: Any) -> Any:
+        raise ValueError("operation on a detached ring")
+
+    def __setitem__(self, item: Any, value: Any) -> None:
+        raise ValueError("operation on a detached ring")
+
+    def __bool__(self) -> bool:  # pragma: no cover - never used as a flag
+        raise ValueError("operation on a detached ring")
+
+
+_DETACHED: Any = _Detached()
+
+
+class _Reservation:
+    """``with ring.reserve(n) as buf``: write in place, commit on exit."""
+
+    __slots__ = ("_ring", "_view", "_tail", "_rec")
+
+    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int) -> None:
+        self._ring = ring
+        self._view = view
+        self._tail = tail
+        self._rec = rec
+
+    def __enter__(self) -> memoryview:
+        return self._view
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ring = self._ring
+        view, self._view = self._view, None
+        try:
+            try:
+                view.release()
+            except BufferError:
+                if exc_type is None:
+                    raise BufferError(
+                        "a buffer made from the reserved view is still alive; the message "
+                        "was discarded (delete derived arrays/memoryviews inside the block)"
+                    ) from None
+                exc_type = BufferError
+            if exc_type is None:
+                ring._publish_tail(self._tail + self._rec, 1)
+        finally:
+            ring._plock.release()
+
+
+class _MessageView:
+    """``with ring.get_view() as view``: read in place, consume on exit."""
+
+    __slots__ = ("_ring", "_view", "_head")
+
+    def __init__(self, ring: "Ring", view: memoryview, head: int) -> None:
+        self._ring = ring
+        self._view = view
+        self._head = head
+
+    def __enter__(self) -> memoryview:
+        return self._view
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ring = self._ring
+        view, self._view = self._view, None
+        try:
+            try:
+                view.release()
+            except BufferError:
+                raise BufferError(
+                    "a buffer made from the message view (a numpy array or memoryview) is still "
+                    "alive; the message was left in the ring. Delete it before leaving the "
+                    "block, or copy what you need"
+                ) from None
+            ring._publish_head(self._head, 1)
+        finally:
+            ring._clock.release()
+
+
+class Ring:
+    """A multi-producer, multi-consumer message queue in one shared segment.
+
+    Make one with :meth:`create` and reach it from other processes with
+    :meth:`attach` or by pickling it (a ``multiprocessing`` child, under
+    ``fork`` or ``spawn``, gets the same ring).
+
+    Blocking calls take ``timeout`` (``None`` waits forever, ``0`` never
+    blocks) and raise ``TimeoutError`` when it expires.  ``spin`` (seconds,
+    per process, default 0) busy-polls that long before sleeping, trading
+    CPU for latency.
+
+    Lifetime: ``detach()`` once per process (or leave a ``with`` block),
+    ``remove()`` once overall.
+    """
+
+    # Class-level defaults so detach() is safe after a half-failed constructor.
+    _seg: Any = None
+    _buf: Any = _DETACHED
+    _av: Any = _DETACHED
+    _plock: Any = _DETACHED
+    _clock: Any = _DETACHED
+    _data_sem: Any = _DETACHED
+    _space_sem: Any = _DETACHED
+    _load64: Any = _DETACHED
+    _load32: Any = _DETACHED
+    _store64: Any = _DETACHED
+    spin: float = 0.0
+
+    # ---- construction ----------------------------------------------------
+    @classmethod
+    def create(cls, capacity: int, key: Optional[int] = None, *, mode: int = 0o600,
+               spin: float = 0.0) -> "Ring":
+        """Create a ring with *capacity* bytes of message storage.
+
+        Each message takes its length rounded up to 8, plus an 8-byte
+        header; ``max_message_size`` is ``capacity - 8``.  ``key=None`` makes
+        a private ring (reach it by ``shmid`` or pickling); a given key
+        raises ``FileExistsError`` if taken.
+        """
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+        if capacity < 16:
+            raise ValueError("capacity must be at least 16 bytes")
+        capacity = (capacity + 7) & ~7
+        seg = Segment.create(HEADER_SIZE + capacity, key, mode=mode)
+        try:
+            seg.prefault()  # first touch of fresh pages costs a fault per 4 KiB
+            av = AtomicView(seg)
+            try:
+                av.store32(OFF_VERSION, RING_VERSION)
+                av.store32(OFF_HEADER_SIZE, HEADER_SIZE)
+                av.store64(OFF_CAPACITY, capacity)
+                av.store64(OFF_MAX_MESSAGE, capacity - RECORD_HEADER)
+                av.store64(OFF_NONCE, int.from_bytes(os.urandom(8), "little"))
+                RobustMutex.create(seg, OFF_PRODUCER_LOCK).close()
+                RobustMutex.create(seg, OFF_CONSUMER_LOCK).close()
+                SharedSemaphore.create(seg, OFF_DATA_SEM, 0).close()
+                SharedSemaphore.create(seg, OFF_SPACE_SEM, 0).close()
+                av.store64_seq_cst(OFF_MAGIC, RING_MAGIC)  # last: the ring is ready
+            finally:
+                av.close()
+            ring = cls._from_segment(seg)
+        except BaseException:
+            seg.remove()
+            seg.detach()
+            raise
+        ring.spin = spin
+        return ring
+
+    @classmethod
+    def attach(cls, key: Optional[int] = None, *, shmid: Optional[int] = None,
+               spin: float = 0.0) -> "Ring":
+        """Attach an existing ring by *key* or *shmid* (exactly one).
+
+        Raises ``FileNotFoundError`` if there is no such segment and
+        :class:`~shmipc.CorruptedError` if it is not a ring of this layout
+        version (nothing is modified then).
+        """
+        seg = Segment.attach(key, shmid=shmid)
+        try:
+            ring = cls._from_segment(seg)
+        except BaseException:
+            seg.detach()
+            raise
+        ring.spin = spin
+        return ring
+
+    @classmethod
+    def _from_segment(cls, seg: Segment) -> "Ring":
+        ring = cls.__new__(cls)
+        ring._seg = seg
+        try:
+            ring._validate_and_bind(seg)
+        except BaseException:
+            ring._release_views()
+            ring._seg = None
+            raise
+        return ring
+
+    def _validate_and_bind(self, seg: Segment) -> None:
+        if seg.size < HEADER_SIZE + 16:
+            raise CorruptedError(f"segment {seg.shmid} is too small to be a shmipc ring ({seg.size} bytes)")
+        av = AtomicView(seg)
+        self._av = av
+        # A creator may still be initialising: its magic store comes last.
+        deadline = _monotonic() + 1.0
+        magic = av.load64(OFF_MAGIC)
+        while magic == 0 and _monotonic() < deadline:
+            time.sleep(0.001)
+            magic = av.load64(OFF_MAGIC)
+        if magic != RING_MAGIC:
+            raise CorruptedError(f"segment {seg.shmid} is not a shmipc ring (bad magic {magic:#x})")
+        version = av.load32(OFF_VERSION)
+        if version != RING_VERSION:
+            raise CorruptedError(
+                f"segment {seg.shmid} holds ring layout version {version}; this shmipc speaks {RING_VERSION}"
+            )
+        header = av.load32(OFF_HEADER_SIZE)
+        capacity = av.load64(OFF_CAPACITY)
+        max_message = av.load64(OFF_MAX_MESSAGE)
+        if (
+            header != HEADER_SIZE
+            or capacity < 16
+            or capacity % 8
+            or HEADER_SIZE + capacity > seg.size
+            or max_message != capacity - RECORD_HEADER
+        ):
+            raise CorruptedError(
+                f"ring header of segment {seg.shmid} is corrupted (header={header}, "
+                f"capacity={capacity}, max_message_size={max_message}, segment size={seg.size})"
+            )
+        self.capacity = capacity
+        self.max_message_size = max_message
+        self._nonce = av.load64(OFF_NONCE)
+        self._buf = memoryview(seg)
+        self._plock = RobustMutex.attach(seg, OFF_PRODUCER_LOCK)
+        self._clock = RobustMutex.attach(seg, OFF_CONSUMER_LOCK)
+        self._data_sem = SharedSemaphore.attach(seg, OFF_DATA_SEM)
+        self._space_sem = SharedSemaphore.attach(seg, OFF_SPACE_SEM)
+        # What this process last saw of the other side's index: a lower bound,
+        # refreshed only when it is not enough (saves a load per message).
+        self._head_seen = 0
+        self._tail_seen = 0
+        self._bind_hot_paths()
+
+    def _bind_hot_paths(self) -> None:
+        av = self._av
+        self._load64 = av.load64
+        self._load32 = av.load32
+        self._store64 = av.store64
+
+    # ---- attributes ----------------------------------------------------
+    @property
+    def shmid(self) -> int:
+        return self._segment().shmid
+
+    @property
+    def key(self) -> int:
+        return self._segment().key
+
+    @property
+    def segment(self) -> Segment:
+        """The underlying :class:`~shmipc.Segment`."""
+        return self._segment()
+
+    @property
+    def closed(self) -> bool:
+        """True once a producer called :meth:`close` (end of stream)."""
+        return bool(self._av.load32(OFF_CLOSED))
+
+    @property
+    def detached(self) -> bool:
+        return self._seg is None
+
+    def _segment(self) -> Segment:
+        if self._seg is None:
+            raise ValueError("operation on a detached ring")
+        return self._seg
+
+    # ---- validation helpers ----------------------------------------------
+    def _indices(self) -> "tuple[int, int]":
+        """Read head and tail once each, validate them, return them."""
+        load64 = self._load64
+        head = load64(OFF_HEAD)
+        tail = load64(OFF_TAIL)
+        if head & 7 or tail & 7 or not 0 <= tail - head <= self.capacity:
+            raise CorruptedError(
+                f"ring indices are corrupted (head={head}, tail={tail}, capacity={self.capacity})"
+            )
+        return head, tail
+
+    def _check_removed(self) -> None:
+        """Raise RemovedError if the segment was removed (IPC_RMID) under us."""
+        try:
+            info = _core.shm_stat(self._seg.shmid)
+        except FileNotFoundError:
+            raise RemovedError("the ring's segment was removed") from None
+        if info[14]:  # marked for destruction
+            raise RemovedError("the ring's segment was removed (IPC_RMID)")
+
+    @staticmethod
+    def _deadline(timeout: Optional[float]) -> Optional[float]:
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
+        if timeout != timeout or timeout < 0:
+            raise ValueError("timeout must be None or a non-negative number")
+        return _monotonic() + timeout
+
+    def _lock(self, lock: Any, deadline: Optional[float], repair: Any) -> None:
+        """Slow path of taking a side's lock: wait, repair after a dead owner."""
+        while True:
+            if deadline is None:
+                wait = _WAIT_SLICE
+            else:
+                wait = min(_WAIT_SLICE, deadline - _monotonic())
+                if wait <= 0:
+                    wait = 0
+            try:
+                if lock.acquire(wait):
+                    return
+            except OwnerDiedError:
+                repair(lock)
+                return
+            if wait == 0:
+                raise TimeoutError("timed out waiting for the ring's lock")
+            self._check_removed()
+
+    def _repair_producer(self, lock: Any) -> bool:
+        # The dead producer published nothing partial (tail is the commit);
+        # only its "sleeping" flag may be stale.
+        self._av.store32(OFF_PRODUCER_WAITING, 0)
+        lock.mark_consistent()
+        return True
+
+    def _repair_consumer(self, lock: Any) -> bool:
+        # head is the commit: a message the dead consumer had not consumed is
+        # still queued.
+        self._av.store32(OFF_CONSUMER_WAITING, 0)
+        lock.mark_consistent()
+        return True
+
+    # ---- producer side ---------------------------------------------------
+    def _check_size(self, n: int) -> None:
+        if n > self.max_message_size:
+            raise ValueError(
+                f"message of {n} bytes can never fit: max_message_size is {self.max_message_size}"
+            )
+
+    def _make_room(self, tail: int, rec: int, deadline: Optional[float], nowait: bool) -> int:
+        """With the producer lock held: return a tail at which *rec* bytes fit
+        contiguously, padding to the wrap point and waiting for consumers as
+        needed.  Raises TimeoutError when the deadline passes."""
+        cap = self.capacity
+        av = self._av
+        while True:
+            head = av.load64(OFF_HEAD)
+            tail = av.load64(OFF_TAIL)
+            if head & 7 or tail & 7 or not 0 <= tail - head <= cap:
+                raise CorruptedError(
+                    f"ring indices are corrupted (head={head}, tail={tail}, capacity={cap})"
+                )
+            self._head_seen = head
+            free = cap - (tail - head)
+            off = tail % cap
+            if off + rec > cap:
+                pad = cap - off
+                if pad <= free:
+                    # Fill the rest of the data area; the message goes at 0.
+                    av.store64(HEADER_SIZE + off, _PAD | (pad - RECORD_HEADER))
+                    self._publish_tail(tail + pad, 0)
+                    continue
+            elif rec <= free:
+                return tail
+            if self.closed:
+                raise ValueError("put on a closed ring")
+            if nowait:
+                raise TimeoutError("ring is full")
+            self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
+                        lambda: self._space_available(rec))
+
+    def _space_available(self, rec: int) -> bool:
+        head, tail = self._indices()
+        cap = self.capacity
+        off = tail % cap
+        # Wrapping needs room for the padding first; the message comes after.
+        need = rec if off + rec <= cap else cap - off
+        return cap - (tail - head) >= need
+
+    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float], ready: Any) -> None:
+        """Sleep on *doorbell* until *ready()* may be true: spin first if asked,
+        then raise the side's "sleeping" flag (seq_cst) and re-check before
+        sleeping, so a peer that published meanwhile sees the flag and posts."""
+        spin = self.spin
+        if spin > 0:
+            stop = _monotonic() + spin
+            while _monotonic() < stop:
+                if ready():
+                    return
+        av = self._av
+        av.store32_seq_cst(flag_offset, 1)
+        try:
+            if ready():
+                return
+            if deadline is None:
+                wait = _WAIT_SLICE
+            else:
+                wait = min(_WAIT_SLICE, deadline - _monotonic())
+                if wait <= 0:
+                    raise TimeoutError("timed out waiting on the ring")
+            if not doorbell.acquire(wait):
+                self._check_removed()
+        finally:
+            av.store32(flag_offset, 0)
+
+    def _publish_tail(self, tail: int, messages: int) -> None:
+        av = self._av
+        if messages:
+            av.fetch_add64(OFF_PUT_COUNT, messages)
+        av.store64_seq_cst(OFF_TAIL, tail)
+        if av.load32(OFF_CONSUMER_WAITING):
+            self._data_sem.release()
+
+    def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        lock = self._plock
+        try:
+            if lock.acquire(0):
+                return None if timeout is None else self._deadline(timeout)
+        except OwnerDiedError:
+            self._repair_producer(lock)
+            return self._deadline(timeout)
+        deadline = self._deadline(timeout)
+        if timeout == 0:
+            raise TimeoutError("ring's producer lock is busy")
+        self._lock(lock, deadline, self._repair_producer)
+        return deadline
+
+    def put(self, data: Any, timeout: Optional[float] = None) -> None:
+        """Queue one message (a bytes-like object).
+
+        Blocks while the ring is full; raises ``TimeoutError`` when *timeout*
+        expires and ``ValueError`` at once for a message that can never fit.
+        """
+        if type(data) is not bytes:
+            data = _as_bytes_view(data)
+        n = len(data)
+        if n > self.max_message_size:
+            self._check_size(n)
+        rec = (n + 15) & ~7
+        deadline = self._take_producer_lock(timeout)
+        try:
+            tail = self._load64(OFF_TAIL)
+            cap = self.capacity
+            off = tail % cap
+            if not 0 <= tail - self._head_seen <= cap - rec or off + rec > cap or tail & 7:
+                tail = self._make_room(tail, rec, deadline, timeout == 0)
+                off = tail % cap
+            pos = HEADER_SIZE + off
+            self._store64(pos, _MSG | n)
+            self._buf[pos + 8:pos + 8 + n] = data
+            self._publish_tail(tail + rec, 1)
+        finally:
+            self._plock.release()
+
+    def put_nowait(self, data: Any) -> None:
+        """``put(data, timeout=0)``: raise ``TimeoutError`` if it would block."""
+        self.put(data, 0)
+
+    def put_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> int:
+        """Queue several messages, publishing the index once per batch.
+
+        Every message is size-checked before any is queued.  The batch is
+        queued in order; other producers' messages may interleave only when
+        the ring fills up mid-batch.  Returns the number queued.
+        """
+        items = [m if type(m) is bytes else _as_bytes_view(m) for m in messages]
+        if not items:
+            return 0
+        biggest = max(map(len, items))
+        if biggest > self.max_message_size:
+            self._check_size(biggest)
+        deadline = self._take_producer_lock(timeout)
+        try:
+            cap = self.capacity
+            buf = self._buf
+            store64 = self._store64
+            tail = self._load64(OFF_TAIL)
+            start_tail = tail
+            if tail & 7:
+                tail = self._make_room(tail, 8, deadline, timeout == 0)
+            limit = self._head_seen + cap  # tail may not pass this (cached)
+            pending = 0
+            for data in items:
+                n = len(data)
+                rec = (n + 15) & ~7
+                off = tail % cap
+                if tail + rec > limit or off + rec > cap:
+                    if pending:
+                        self._publish_tail(tail, pending)
+                        pending = 0
+                    tail = self._make_room(tail, rec, deadline, timeout == 0)
+                    limit = self._head_seen + cap
+                    off = tail % cap
+                pos = HEADER_SIZE + off
+                store64(pos, _MSG | n)
+                buf[pos + 8:pos + 8 + n] = data
+                tail += rec
+                pending += 1
+            if pending or tail != start_tail:
+                self._publish_tail(tail, pending)
+        finally:
+            self._plock.release()
+        return len(items)
+
+    def reserve(self, nbytes: int, timeout: Optional[float] = None) -> _Reservation:
+        """Reserve *nbytes* in the ring to write a message in place.
+
+        ``with ring.reserve(n) as buf: buf[:] = ...`` — the message is
+        committed when the block exits normally and discarded if it raises.
+        The producer lock is held for the duration of the block.
+        """
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+            raise TypeError("nbytes must be an int")
+        if nbytes < 0:
+            raise ValueError("nbytes must not be negative")
+        self._check_size(nbytes)
+        rec = _record_size(nbytes)
+        deadline = self._take_producer_lock(timeout)
+        try:
+            tail = self._make_room(self._load64(OFF_TAIL), rec, deadline, timeout == 0)
+            pos = HEADER_SIZE + tail % self.capacity
+            self._store64(pos, _MSG | nbytes)
+            view = self._buf[pos + 8:pos + 8 + nbytes]
+        except BaseException:
+            self._plock.release()
+            raise
+        return _Reservation(self, view, tail, rec)
+
+    def close(self) -> None:
+        """End of stream: consumers drain what is queued, then get
+        :class:`~shmipc.EndOfStream`.  Further puts raise ``ValueError``."""
+        self._av.store32_seq_cst(OFF_CLOSED, 1)
+        # Wake a sleeping consumer (and producer) so they notice.
+        self._data_sem.release()
+        self._space_sem.release()
+
+    # ---- consumer side ---------------------------------------------------
+    def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        lock = self._clock
+        try:
+            if lock.acquire(0):
+                return None if timeout is None else self._deadline(timeout)
+        except OwnerDiedError:
+            self._repair_consumer(lock)
+            return self._deadline(timeout)
+        deadline = self._deadline(timeout)
+        if timeout == 0:
+            raise TimeoutError("ring's consumer lock is busy")
+        self._lock(lock, deadline, self._repair_consumer)
+        return deadline
+
+    def _wait_message(self, deadline: Optional[float], nowait: bool) -> "tuple[int, int, int, int]":
+        """With the consumer lock held: wait for a message, skip padding, and
+        return (head, tail, payload position, payload length), validated."""
+        cap = self.capacity
+        av = self._av
+        while True:
+            head, tail = self._indices()
+            self._tail_seen = tail
+            if tail != head:
+                off = head % cap
+                hdr = av.load64(HEADER_SIZE + off)
+                kind = hdr >> 32
+                n = hdr & _LEN_MASK
+                if kind == KIND_PAD:
+                    pad = cap - off
+                    if pad > tail - head:
+                        raise CorruptedError(f"ring padding record at {head} overruns the tail ({tail})")
+                    self._publish_head(head + pad, 0)
+                    continue
+                rec = (n + 15) & ~7
+                if kind != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
+                    raise CorruptedError(
+                        f"ring record at position {head} is corrupted (kind={kind:#x}, length={n})"
+                    )
+                return head, tail, HEADER_SIZE + off + 8, n
+            if av.load32(OFF_CLOSED):
+                head, tail = self._indices()
+                if tail == head:
+                    raise EndOfStream("the ring was closed and is drained")
+                continue
+            if nowait:
+                raise TimeoutError("ring is empty")
+            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, self._has_data)
+
+    def _has_data(self) -> bool:
+        return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
+
+    def _publish_head(self, head: int, messages: int) -> None:
+        av = self._av
+        if messages:
+            av.fetch_add64(OFF_GOT_COUNT, messages)
+        av.store64_seq_cst(OFF_HEAD, head)
+        if av.load32(OFF_PRODUCER_WAITING):
+            self._space_sem.release()
+
+    def get(self, timeout: Optional[float] = None) -> bytes:
+        """Take the oldest message, waiting for one; raises ``TimeoutError``
+        when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
+        ring is drained."""
+        deadline = self._take_consumer_lock(timeout)
+        try:
+            head = self._load64(OFF_HEAD)
+            tail = self._tail_seen
+            cap = self.capacity
+            if 0 < tail - head <= cap and not head & 7:
+                off = head % cap
+                hdr = self._load64(HEADER_SIZE + off)
+                n = hdr & _LEN_MASK
+                rec = (n + 15) & ~7
+                if hdr >> 32 != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
+                    head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+                    rec = (n + 15) & ~7
+                else:
+                    pos = HEADER_SIZE + off + 8
+            else:
+                head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+                rec = (n + 15) & ~7
+            data = self._buf[pos:pos + n].tobytes()
+            self._publish_head(head + rec, 1)
+        finally:
+            self._clock.release()
+        return data
+
+    def get_nowait(self) -> bytes:
+        """``get(timeout=0)``: raise ``TimeoutError`` if the ring is empty."""
+        return self.get(0)
+
+    def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[bytes]:
+        """Take up to *max_messages* queued messages (at least one: waits for
+        it like :meth:`get`), publishing the index once per batch."""
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError("max_messages must be an int")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        out: List[bytes] = []
+        append = out.append
+        deadline = self._take_consumer_lock(timeout)
+        try:
+            head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+            cap = self.capacity
+            maxmsg = self.max_message_size
+            buf = self._buf
+            load64 = self._load64
+            append(buf[pos:pos + n].tobytes())
+            head += (n + 15) & ~7
+            while len(out) < max_messages:
+                if head == tail:
+                    break
+                off = head % cap
+                hdr = load64(HEADER_SIZE + off)
+                n = hdr & _LEN_MASK
+                rec = (n + 15) & ~7
+                if hdr >> 32 != KIND_MSG or n > maxmsg or rec > tail - head or off + rec > cap:
+                    if hdr >> 32 == KIND_PAD and cap - off <= tail - head:
+                        head += cap - off
+                        continue
+                    self._publish_head(head, len(out))
+                    raise CorruptedError(
+                        f"ring record at position {head} is corrupted (kind={hdr >> 32:#x}, length={n})"
+                    )
+                pos = HEADER_SIZE + off + 8
+                append(buf[pos:pos + n].tobytes())
+                head += rec
+            self._publish_head(head, len(out))
+        finally:
+            self._clock.release()
+        return out
+
+    def get_view(self, timeout: Optional[float] = None) -> _MessageView:
+        """Read the oldest message in place.
+
+        ``with ring.get_view() as view: ...`` gives a read-only memoryview of
+        the message inside the ring; the space is returned when the block
+        exits, and the view is released then (using it afterwards raises
+        ``ValueError``).  Arrays or memoryviews made from it must be deleted
+        inside the block: if one is still alive at exit, ``BufferError`` is
+        raised and the message stays queued.  The consumer lock is held for
+        the duration of the block.
+        """
+        deadline = self._take_consumer_lock(timeout)
+        try:
+            head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+            view = self._buf[pos:pos + n].toreadonly()
+        except BaseException:
+            self._clock.release()
+            raise
+        return _MessageView(self, view, head + _record_size(n))
+
+    # ---- arrays ------------------------------------------------------------
+    def put_array(self, array: Any, timeout: Optional[float] = None) -> None:
+        """Queue a numpy array with its dtype and shape (one copy, into the ring)."""
+        from ._arrays import array_header, encoded_size
+
+        np_array = _numpy().ascontiguousarray(array)
+        header = array_header(np_array)
+        with self.reserve(encoded_size(header, np_array), timeout) as buf:
+            buf[: len(header)] = header
+            buf[len(header):] = np_array.reshape(-1).view("u1")
+
+    def get_array(self, timeout: Optional[float] = None) -> Any:
+        """Take a message queued by :meth:`put_array`, as a new array (a copy).
+
+        For zero copy, decode inside the view form::
+
+            with ring.get_view() as view:
+                array = shmipc.decode_array(view)
+                ...            # use it, then:
+                del array
+        """
+        from ._arrays import decode_array
+
+        with self.get_view(timeout) as view:
+            result = decode_array(view).copy()
+        return result
+
+    # ---- queries -------------------------------------------------------
+    def __len__(self) -> int:
+        """Messages waiting (a snapshot; other processes may change it)."""
+        av = self._av
+        got = av.load64(OFF_GOT_COUNT)
+        put = av.load64(OFF_PUT_COUNT)
+        return max(0, min(put - got, self.capacity // RECORD_HEADER))
+
+    def empty(self) -> bool:
+        head, tail = self._indices()
+        if tail == head:
+            return True
+        return len(self) == 0
+
+    def full(self) -> bool:
+        """True when not even an empty message fits without waiting."""
+        head, tail = self._indices()
+        return not self._space_available(RECORD_HEADER)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield messages until end of stream."""
+        while True:
+            try:
+                yield self.get()
+            except EndOfStream:
+                return
+
+    # ---- lifetime --------------------------------------------------------
+    def _release_views(self) -> None:
+        for name in ("_plock", "_clock", "_data_sem", "_space_sem", "_av"):
+            obj = self.__dict__.pop(name, None)
+            if obj is not None and obj is not _DETACHED:
+                obj.close()
+        buf = self.__dict__.pop("_buf", None)
+        if buf is not None and buf is not _DETACHED:
+            buf.release()
+        for name in ("_load64", "_load32", "_store64"):
+            self.__dict__.pop(name, None)
+
+    def detach(self) -> None:
+        """Detach this process from the ring (idempotent).  Every later call
+        raises ``ValueError``."""
+        seg = self._seg
+        if seg is None:
+            return
+        self._release_views()
+        self._seg = None
+        seg.detach()
+
+    def remove(self) -> None:
+        """Mark the ring's segment for destruction; the kernel frees it once
+        every process has detached."""
+        self._segment().remove()
+
+    def __enter__(self) -> "Ring":
+        self._segment()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+    def __del__(self) -> None:
+        try:
+            self.detach()
+        except Exception:
+            pass
+
+    def __reduce__(self) -> Any:
+        return (_attach_by_id, (type(self), self._segment().shmid, self.spin))
+
+    def __repr__(self) -> str:
+        if self._seg is None:
+            return f"<{type(self).__name__} detached>"
+        return (
+            f"<{type(self).__name__} shmid={self._seg.shmid} capacity={self.capacity} "
+            f"messages={len(self)}>"
+        )
+
+
+def _attach_by_id(cls: type, shmid: int, spin: float) -> Ring:
+    return cls.attach(shmid=shmid, spin=spin)
+
+
+def _as_bytes_view(data: Any) -> Any:
+    """A bytes-like object as something whose len() is its size in bytes."""
+    if type(data) is bytearray:
+        return data
+    view = memoryview(data)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        if not view.c_contiguous:
+            raise ValueError("message buffers must be C-contiguous")
+        view = view.cast("B")
+    return view
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        raise ImportError("array messages need numpy: pip install numpy") from None
+    return numpy
