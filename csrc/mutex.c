@@ -285,7 +285,7 @@ lock_result(RobustMutexObject *self, int rc, const char *call)
             "next owner released it without mark_consistent(); it can only "
             "be re-created");
         if (args != NULL) {
-            PyErr_SetObject(PyExc_OSError, args);
+            shmipc_raise_oserror(args);   /* the errno's subclass, on 3.9 too */
             Py_DECREF(args);
         }
         return NULL;

@@ -122,7 +122,7 @@ raise_oserror(int err, PyObject *filename, const char *format, ...)
         args = Py_BuildValue("(iN)", err, msg);
     }
     if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
+        shmipc_raise_oserror(args);   /* the errno's subclass, on 3.9 too */
         Py_DECREF(args);
     }
     return NULL;

@@ -130,8 +130,15 @@ raise_sem_error(int err, const char *call, int semid)
     if (args == NULL) {
         return NULL;
     }
-    /* Instantiating the subclass itself keeps its type whatever the errno. */
-    PyErr_SetObject(type, args);
+    /* Instantiating the subclass itself keeps its type whatever the errno;
+     * plain OSError goes through shmipc_raise_oserror so that the raised
+     * type is the errno's subclass on 3.9 and 3.10 too. */
+    if (type == PyExc_OSError) {
+        shmipc_raise_oserror(args);
+    }
+    else {
+        PyErr_SetObject(type, args);
+    }
     Py_DECREF(args);
     return NULL;
 }
