@@ -18,7 +18,7 @@ handles keep working after it).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Type
 
 from . import _core
 
@@ -124,5 +124,5 @@ class NamedSemaphore(_core.NamedSemaphore):
         return f"<{type(self).__name__} {self.name!r} value={self.value}>"
 
 
-def _reopen(cls: type, name: str) -> NamedSemaphore:
+def _reopen(cls: Type[NamedSemaphore], name: str) -> NamedSemaphore:
     return cls.open(name)
