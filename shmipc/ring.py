@@ -50,8 +50,10 @@ Crash semantics (what a ``SIGKILL`` at any point can do):
   filling is simply reused.
 * A consumer killed inside ``get`` before it advanced ``head`` leaves the
   message queued: the next consumer receives it.  Killed after advancing
-  ``head`` (the copy is done, the call has not returned), that one message
-  is lost.  Nothing else is ever lost, duplicated or reordered.
+  ``head`` (the copy is done, the call has not returned), what that call
+  took is lost: one message for ``get``/``get_view``, the whole batch for
+  ``get_many`` (up to *max_messages*).  Nothing else is ever lost,
+  duplicated or reordered.
 * The doorbell semaphores carry no state that matters: a lost or extra post
   only costs a wake-up, because the indices are the truth.
 * A killed process never leaves a lock held for the others: the next locker
