@@ -430,13 +430,21 @@ class Ring:
                     wait = 0
             try:
                 if lock.acquire(wait):
-                    return
+                    break
             except OwnerDiedError:
                 repair(lock)
                 return
             if wait == 0:
                 raise TimeoutError("timed out waiting for the ring's lock")
             self._check_removed()
+        # We waited: the holder may have left because the segment was removed
+        # (its own wait noticed).  Check now rather than after a whole sleep
+        # slice of our own, so every waiter hears of IPC_RMID within one slice.
+        try:
+            self._check_removed()
+        except BaseException:
+            lock.release()
+            raise
 
     def _repair_producer(self, lock: Any) -> bool:
         # The dead producer published nothing partial (tail is the commit);
