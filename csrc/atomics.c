@@ -1,10 +1,524 @@
-/* atomics.c -- placeholder; filled in by its own change. */
+/* atomics.c -- atomic 32/64-bit operations on the memory of a writable buffer.
+ *
+ * In Python terms:
+ *     def fence() -> None                         # seq_cst thread fence
+ *
+ *     class AtomicView:                           # holds a writable export
+ *         def __new__(cls, buffer)
+ *         closed: bool; obj; __len__
+ *         def load32(self, off) -> int            # acquire
+ *         def load64(self, off) -> int
+ *         def store32(self, off, v) -> None       # release
+ *         def store64(self, off, v) -> None
+ *         def store32_seq_cst(self, off, v) -> None
+ *         def store64_seq_cst(self, off, v) -> None
+ *         def exchange32(self, off, v) -> int     # seq_cst; returns the old value
+ *         def exchange64(self, off, v) -> int
+ *         def compare_exchange32(self, off, expected, desired) -> bool  # strong
+ *         def compare_exchange64(self, off, expected, desired) -> bool
+ *         def fetch_add32(self, off, delta) -> int  # seq_cst, mod 2**32
+ *         def fetch_add64(self, off, delta) -> int  # seq_cst, mod 2**64
+ *         def fence(self) -> None
+ *         def release(self) -> None; close = release   # idempotent
+ *         __enter__ / __exit__ (release)
+ *
+ * Offsets are bytes from the start of the buffer; the address must be
+ * naturally aligned (4 or 8) and the access inside the buffer, else
+ * ValueError.  Values are unsigned and must fit (OverflowError); a delta
+ * may be negative (-2**31 <= delta < 2**32 for 32 bits, -2**63 <= delta <
+ * 2**64 for 64).  These methods are a pure-Python ring's hot path: plain
+ * METH_FASTCALL, no argument parser.  The operations are the gcc/clang
+ * __atomic builtins on the mapped memory; they must be lock-free, or the
+ * lock would be private to each process.
+ */
 #include "shmipc.h"
+
+#include <string.h>
+
+#if !defined(__GNUC__)
+#error "atomics.c needs the gcc/clang __atomic builtins"
+#endif
+_Static_assert(__atomic_always_lock_free(sizeof(uint32_t), 0),
+               "32-bit atomics must be lock-free to work across processes");
+_Static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0),
+               "64-bit atomics must be lock-free to work across processes");
+
+typedef struct {
+    PyObject_HEAD
+    char *buf;          /* view.buf; NULL once released */
+    Py_ssize_t len;
+    Py_buffer view;
+} AtomicViewObject;
+
+static PyObject *
+AtomicView_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"buffer", NULL};
+    PyObject *buffer;
+    AtomicViewObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:AtomicView", kwlist,
+                                     &buffer)) {
+        return NULL;
+    }
+    self = (AtomicViewObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->buf = NULL;
+    self->len = 0;
+    if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0) {
+        self->view.obj = NULL;
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->buf = (char *)self->view.buf;
+    self->len = self->view.len;
+    return (PyObject *)self;
+}
+
+static int
+AtomicView_traverse(AtomicViewObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->view.obj);
+    return 0;
+}
+
+static void
+AtomicView_dealloc(AtomicViewObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    self->buf = NULL;
+    if (self->view.obj != NULL) {
+        PyBuffer_Release(&self->view);
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ---- argument helpers (error paths out of line) ------------------------ */
+
+static int
+raise_closed(void)
+{
+    PyErr_SetString(PyExc_ValueError, "operation on a released AtomicView");
+    return -1;
+}
+
+static void *
+bad_offset(AtomicViewObject *self, Py_ssize_t off, int width)
+{
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return NULL;  /* TypeError: not an int */
+        }
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError,
+                     "offset out of range for a %d-byte atomic in a %zd-byte "
+                     "buffer", width, self->len);
+        return NULL;
+    }
+    if (off < 0 || off > self->len - width) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset %zd out of range for a %d-byte atomic in a "
+                     "%zd-byte buffer", off, width, self->len);
+        return NULL;
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "offset %zd is not %d-byte aligned (the buffer starts at "
+                 "address %p; the address must be a multiple of %d)",
+                 off, width, (void *)self->buf, width);
+    return NULL;
+}
+
+/* The address of a `width`-byte atomic at args[0], or NULL with an error. */
+static inline void *
+addr_of(AtomicViewObject *self, PyObject *off_obj, int width)
+{
+    Py_ssize_t off;
+    char *p;
+    if (self->buf == NULL) {
+        raise_closed();
+        return NULL;
+    }
+    off = PyLong_AsSsize_t(off_obj);
+    if (off < 0 || off > self->len - width) {
+        return bad_offset(self, off, width);
+    }
+    p = self->buf + off;
+    if (((uintptr_t)p & (uintptr_t)(width - 1)) != 0) {
+        return bad_offset(self, off, width);
+    }
+    return p;
+}
+
+static int
+bad_nargs(const char *name, Py_ssize_t expected, Py_ssize_t nargs)
+{
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd argument%s (%zd "
+                 "given)", name, expected, expected == 1 ? "" : "s", nargs);
+    return -1;
+}
+
+#define CHECK_NARGS(name, n)                    \
+    if (nargs != (n)) {                         \
+        bad_nargs(name, (n), nargs);            \
+        return NULL;                            \
+    }
+
+/* An unsigned value that must fit in 32 / 64 bits. */
+static inline int
+value32(PyObject *obj, uint32_t *out)
+{
+    unsigned long v = PyLong_AsUnsignedLong(obj);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "value does not fit in 32 unsigned bits");
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static inline int
+value64(PyObject *obj, uint64_t *out)
+{
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* A delta: signed or unsigned, wrapped modulo 2**bits. */
+static int
+delta_of(PyObject *obj, int bits, uint64_t *out)
+{
+    long long s;
+    int overflow = 0;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "delta must be an int, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    s = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (s == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow == 0) {
+        if (bits == 32 && (s < INT32_MIN || s > (long long)UINT32_MAX)) {
+            goto range;
+        }
+        *out = (uint64_t)s;
+        return 0;
+    }
+    if (overflow > 0 && bits == 64) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto range;
+        }
+        *out = (uint64_t)u;
+        return 0;
+    }
+range:
+    if (bits == 32) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "delta must be in -2**31 .. 2**32-1");
+    }
+    else {
+        PyErr_SetString(PyExc_OverflowError,
+                        "delta must be in -2**63 .. 2**64-1");
+    }
+    return -1;
+}
+
+/* ---- the operations ---------------------------------------------------- */
+
+static PyObject *
+AtomicView_load32(AtomicViewObject *self, PyObject *const *args,
+                  Py_ssize_t nargs)
+{
+    uint32_t *p;
+    CHECK_NARGS("load32", 1);
+    if ((p = addr_of(self, args[0], 4)) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(__atomic_load_n(p, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *
+AtomicView_load64(AtomicViewObject *self, PyObject *const *args,
+                  Py_ssize_t nargs)
+{
+    uint64_t *p;
+    CHECK_NARGS("load64", 1);
+    if ((p = addr_of(self, args[0], 8)) == NULL) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(p, __ATOMIC_ACQUIRE));
+}
+
+#define DEFINE_STORE(NAME, BITS, ORDER)                                      \
+    static PyObject *                                                        \
+    AtomicView_##NAME(AtomicViewObject *self, PyObject *const *args,         \
+                      Py_ssize_t nargs)                                      \
+    {                                                                        \
+        uint##BITS##_t *p, v;                                                \
+        CHECK_NARGS(#NAME, 2);                                               \
+        if ((p = addr_of(self, args[0], BITS / 8)) == NULL ||                \
+            value##BITS(args[1], &v) < 0) {                                  \
+            return NULL;                                                     \
+        }                                                                    \
+        __atomic_store_n(p, v, ORDER);                                       \
+        Py_RETURN_NONE;                                                      \
+    }
+
+DEFINE_STORE(store32, 32, __ATOMIC_RELEASE)
+DEFINE_STORE(store64, 64, __ATOMIC_RELEASE)
+DEFINE_STORE(store32_seq_cst, 32, __ATOMIC_SEQ_CST)
+DEFINE_STORE(store64_seq_cst, 64, __ATOMIC_SEQ_CST)
+
+static PyObject *
+AtomicView_exchange32(AtomicViewObject *self, PyObject *const *args,
+                      Py_ssize_t nargs)
+{
+    uint32_t *p, v;
+    CHECK_NARGS("exchange32", 2);
+    if ((p = addr_of(self, args[0], 4)) == NULL || value32(args[1], &v) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(__atomic_exchange_n(p, v, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_exchange64(AtomicViewObject *self, PyObject *const *args,
+                      Py_ssize_t nargs)
+{
+    uint64_t *p, v;
+    CHECK_NARGS("exchange64", 2);
+    if ((p = addr_of(self, args[0], 8)) == NULL || value64(args[1], &v) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(
+        __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_compare_exchange32(AtomicViewObject *self, PyObject *const *args,
+                              Py_ssize_t nargs)
+{
+    uint32_t *p, expected, desired;
+    CHECK_NARGS("compare_exchange32", 3);
+    if ((p = addr_of(self, args[0], 4)) == NULL ||
+        value32(args[1], &expected) < 0 || value32(args[2], &desired) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(__atomic_compare_exchange_n(
+        p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_compare_exchange64(AtomicViewObject *self, PyObject *const *args,
+                              Py_ssize_t nargs)
+{
+    uint64_t *p, expected, desired;
+    CHECK_NARGS("compare_exchange64", 3);
+    if ((p = addr_of(self, args[0], 8)) == NULL ||
+        value64(args[1], &expected) < 0 || value64(args[2], &desired) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(__atomic_compare_exchange_n(
+        p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_fetch_add32(AtomicViewObject *self, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    uint32_t *p;
+    uint64_t d;
+    CHECK_NARGS("fetch_add32", 2);
+    if ((p = addr_of(self, args[0], 4)) == NULL || delta_of(args[1], 32, &d) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(
+        __atomic_fetch_add(p, (uint32_t)d, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_fetch_add64(AtomicViewObject *self, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    uint64_t *p, d;
+    CHECK_NARGS("fetch_add64", 2);
+    if ((p = addr_of(self, args[0], 8)) == NULL || delta_of(args[1], 64, &d) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(
+        __atomic_fetch_add(p, d, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *
+AtomicView_fence(AtomicViewObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->buf == NULL) {
+        raise_closed();
+        return NULL;
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+AtomicView_release(AtomicViewObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->buf != NULL) {
+        self->buf = NULL;
+        self->len = 0;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+AtomicView_enter(AtomicViewObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->buf == NULL) {
+        raise_closed();
+        return NULL;
+    }
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+AtomicView_exit(AtomicViewObject *self, PyObject *args)
+{
+    return AtomicView_release(self, NULL);
+}
+
+static Py_ssize_t
+AtomicView_length(AtomicViewObject *self)
+{
+    if (self->buf == NULL) {
+        return raise_closed();
+    }
+    return self->len;
+}
+
+static PyObject *
+AtomicView_get_closed(AtomicViewObject *self, void *closure)
+{
+    return PyBool_FromLong(self->buf == NULL);
+}
+
+static PyObject *
+AtomicView_get_obj(AtomicViewObject *self, void *closure)
+{
+    PyObject *obj = self->buf != NULL ? self->view.obj : Py_None;
+    Py_INCREF(obj);
+    return obj;
+}
+
+#define FASTCALL(name, doc)                                                  \
+    {#name, (PyCFunction)(void (*)(void))AtomicView_##name, METH_FASTCALL, doc}
+
+static PyMethodDef AtomicView_methods[] = {
+    FASTCALL(load32, "load32(off)\n--\n\nAtomic 32-bit load (acquire)."),
+    FASTCALL(load64, "load64(off)\n--\n\nAtomic 64-bit load (acquire)."),
+    FASTCALL(store32, "store32(off, v)\n--\n\nAtomic 32-bit store (release)."),
+    FASTCALL(store64, "store64(off, v)\n--\n\nAtomic 64-bit store (release)."),
+    FASTCALL(store32_seq_cst,
+             "store32_seq_cst(off, v)\n--\n\nAtomic 32-bit store (seq_cst)."),
+    FASTCALL(store64_seq_cst,
+             "store64_seq_cst(off, v)\n--\n\nAtomic 64-bit store (seq_cst)."),
+    FASTCALL(exchange32,
+             "exchange32(off, v)\n--\n\nStore v, return the old value "
+             "(seq_cst)."),
+    FASTCALL(exchange64,
+             "exchange64(off, v)\n--\n\nStore v, return the old value "
+             "(seq_cst)."),
+    FASTCALL(compare_exchange32,
+             "compare_exchange32(off, expected, desired)\n--\n\nIf the value "
+             "is expected, store desired and return True; else False "
+             "(strong, seq_cst)."),
+    FASTCALL(compare_exchange64,
+             "compare_exchange64(off, expected, desired)\n--\n\nIf the value "
+             "is expected, store desired and return True; else False "
+             "(strong, seq_cst)."),
+    FASTCALL(fetch_add32,
+             "fetch_add32(off, delta)\n--\n\nAdd delta modulo 2**32, return "
+             "the old value (seq_cst)."),
+    FASTCALL(fetch_add64,
+             "fetch_add64(off, delta)\n--\n\nAdd delta modulo 2**64, return "
+             "the old value (seq_cst)."),
+    {"fence", (PyCFunction)AtomicView_fence, METH_NOARGS,
+     "fence()\n--\n\nA seq_cst thread fence."},
+    {"release", (PyCFunction)AtomicView_release, METH_NOARGS,
+     "release()\n--\n\nDrop the buffer export.  Idempotent."},
+    {"close", (PyCFunction)AtomicView_release, METH_NOARGS,
+     "close()\n--\n\nSame as release()."},
+    {"__enter__", (PyCFunction)AtomicView_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)AtomicView_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef AtomicView_getset[] = {
+    {"closed", (getter)AtomicView_get_closed, NULL,
+     "True once released", NULL},
+    {"obj", (getter)AtomicView_get_obj, NULL,
+     "the buffer object (None once released)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot AtomicView_slots[] = {
+    {Py_tp_new, AtomicView_new},
+    {Py_tp_dealloc, AtomicView_dealloc},
+    {Py_tp_traverse, AtomicView_traverse},
+    {Py_tp_methods, AtomicView_methods},
+    {Py_tp_getset, AtomicView_getset},
+    {Py_sq_length, AtomicView_length},
+    {Py_tp_doc, "Atomic loads, stores and read-modify-writes on the memory "
+                "of a writable buffer (low level)."},
+    {0, NULL},
+};
+
+static PyType_Spec AtomicView_spec = {
+    .name = "shmipc._core.AtomicView",
+    .basicsize = sizeof(AtomicViewObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = AtomicView_slots,
+};
+
+static PyObject *
+core_fence(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef atomics_functions[] = {
+    {"fence", core_fence, METH_NOARGS,
+     "fence()\n--\n\nA seq_cst thread fence."},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 shmipc_add_atomics(PyObject *module, shmipc_state *st)
 {
-    (void)module;
-    (void)st;
+    st->atomic_view_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &AtomicView_spec, NULL);
+    if (st->atomic_view_type == NULL ||
+        PyModule_AddType(module, st->atomic_view_type) < 0 ||
+        PyModule_AddFunctions(module, atomics_functions) < 0) {
+        return -1;
+    }
     return 0;
 }

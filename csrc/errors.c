@@ -10,6 +10,21 @@
 #include <string.h>
 
 PyObject *
+shmipc_raise_oserror(PyObject *args)
+{
+    /* Make the instance here: OSError(errno, ...) returns the subclass, and
+     * raising it by its own type is what `except FileNotFoundError` matches.
+     * PyErr_SetObject(PyExc_OSError, args) would leave the raised type
+     * OSError on Python 3.9 and 3.10, where except clauses miss it. */
+    PyObject *exc = PyObject_Call(PyExc_OSError, args, NULL);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *
 shmipc_raise_errno(int err, const char *call)
 {
     /* OSError(errno, message) maps errno to its subclass itself. */
@@ -18,7 +33,10 @@ shmipc_raise_errno(int err, const char *call)
     if (args == NULL) {
         return NULL;
     }
-    msg = PyUnicode_FromFormat("%s() failed: %s", call, strerror(err));
+    /* "shmat" -> "shmat() failed"; "shmctl(IPC_STAT)" is already a call. */
+    msg = PyUnicode_FromFormat(strchr(call, '(') ? "%s failed: %s"
+                                                 : "%s() failed: %s",
+                               call, strerror(err));
     if (msg == NULL) {
         Py_DECREF(args);
         return NULL;
@@ -28,7 +46,7 @@ shmipc_raise_errno(int err, const char *call)
         Py_DECREF(args);
         return NULL;
     }
-    PyErr_SetObject(PyExc_OSError, args);
+    shmipc_raise_oserror(args);
     Py_DECREF(args);
     return NULL;
 }

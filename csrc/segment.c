@@ -113,7 +113,7 @@ core_ftok(PyObject *module, PyObject *args)
             Py_DECREF(filename);
         }
         if (exc_args != NULL) {
-            PyErr_SetObject(PyExc_OSError, exc_args);
+            shmipc_raise_oserror(exc_args);
             Py_DECREF(exc_args);
         }
         goto error;
@@ -138,13 +138,17 @@ raise_shmid_error(int err, const char *call, int shmid)
         if (args == NULL) {
             return NULL;
         }
-        msg = PyUnicode_FromFormat("%s() failed: no shared memory segment "
-                                   "with id %d", call, shmid);
+        msg = PyUnicode_FromFormat(strchr(call, '(')
+                                       ? "%s failed: no shared memory "
+                                         "segment with id %d"
+                                       : "%s() failed: no shared memory "
+                                         "segment with id %d",
+                                   call, shmid);
         if (msg == NULL || PyTuple_SetItem(args, 1, msg) < 0) {
             Py_DECREF(args);
             return NULL;
         }
-        PyErr_SetObject(PyExc_OSError, args);
+        shmipc_raise_oserror(args);
         Py_DECREF(args);
         return NULL;
     }
@@ -385,6 +389,19 @@ Segment_detach(SegmentObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* "O&" converter for offsets: any int.  Values beyond a Py_ssize_t clamp to
+ * its limits, so the range check answers ValueError, not OverflowError. */
+static int
+offset_converter(PyObject *obj, void *out)
+{
+    Py_ssize_t value = PyNumber_AsSsize_t(obj, NULL);
+    if (value == -1 && PyErr_Occurred()) {
+        return 0;
+    }
+    *(Py_ssize_t *)out = value;
+    return 1;
+}
+
 /* Bounds-check [offset, offset + *size) against the segment, overflow-safe.
  * *size < 0 means "to the end". */
 static int
@@ -421,15 +438,15 @@ Segment_read(SegmentObject *self, PyObject *args, PyObject *kwds)
     PyObject *result;
     char *dst;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|On:read", kwlist,
-                                     &size_obj, &offset)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO&:read", kwlist,
+                                     &size_obj, offset_converter, &offset)) {
         return NULL;
     }
     if (check_attached(self) < 0) {
         return NULL;
     }
     if (size_obj != Py_None) {
-        size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
+        size = PyNumber_AsSsize_t(size_obj, NULL);  /* clamps */
         if (size == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -467,8 +484,8 @@ Segment_write(SegmentObject *self, PyObject *args, PyObject *kwds)
     Py_buffer data = {NULL, NULL};
     Py_ssize_t offset = 0, size;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|n:write", kwlist, &data,
-                                     &offset)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O&:write", kwlist, &data,
+                                     offset_converter, &offset)) {
         return NULL;
     }
     if (check_attached(self) < 0) {
@@ -487,12 +504,12 @@ Segment_write(SegmentObject *self, PyObject *args, PyObject *kwds)
         char *dst = self->addr + offset;
         self->exports++;
         Py_BEGIN_ALLOW_THREADS
-        memcpy(dst, data.buf, (size_t)size);
+        memmove(dst, data.buf, (size_t)size);
         Py_END_ALLOW_THREADS
         self->exports--;
     }
     else {
-        memcpy(self->addr + offset, data.buf, (size_t)size);
+        memmove(self->addr + offset, data.buf, (size_t)size);
     }
     PyBuffer_Release(&data);
     return PyLong_FromSsize_t(size);

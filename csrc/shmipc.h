@@ -74,6 +74,9 @@ int shmipc_add_atomics(PyObject *module, shmipc_state *st);
 PyObject *shmipc_raise_errno(int err, const char *call);
 /* Same, for callers returning int: always returns -1. */
 int shmipc_raise_errno_int(int err, const char *call);
+/* Raise OSError(*args) (errno, message[, filename]) as the subclass errno
+ * picks, correctly on every supported Python.  Always returns NULL. */
+PyObject *shmipc_raise_oserror(PyObject *args);
 
 /* ---- timeouts (errors.c) ---------------------------------------------- */
 /* A deadline on CLOCK_MONOTONIC.  `infinite` for timeout=None. */

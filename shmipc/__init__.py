@@ -62,3 +62,35 @@ __all__ = [
     *_SHM_FLAGS,
     *_SEMAPHORE_ALL,
 ]
+
+# ---- messaging: Ring, Mailbox and their errors (issue 4) ----
+from ._arrays import decode_array  # noqa: E402
+from .errors import CorruptedError, EndOfStream, RemovedError  # noqa: E402
+from .mailbox import Mailbox  # noqa: E402
+from .ring import Ring  # noqa: E402
+
+__all__ += [
+    "CorruptedError",
+    "EndOfStream",
+    "Mailbox",
+    "RemovedError",
+    "Ring",
+    "decode_array",
+]
+# ---- end of messaging block ----
+# ---- POSIX semaphores, robust mutex, atomics (issue 3, items 2, 3, 4, 6) ----
+from .atomics import AtomicView, fence  # noqa: E402
+from .mutex import OwnerDiedError, RobustMutex  # noqa: E402
+from .named_semaphore import NamedSemaphore, unlink_semaphore  # noqa: E402
+from .shared_semaphore import SharedSemaphore  # noqa: E402
+
+__all__ += [
+    "AtomicView",
+    "NamedSemaphore",
+    "OwnerDiedError",
+    "RobustMutex",
+    "SharedSemaphore",
+    "fence",
+    "unlink_semaphore",
+]
+# ---- end of issue 3 block ----

@@ -1,6 +1,7 @@
-"""``python -m shmipc``: see shmipc.cli."""
+"""``python -m shmipc``: the command line (see shmipc/cli.py)."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,9 @@ Lifetime contract (as in ``multiprocessing.shared_memory``):
 """
 from __future__ import annotations
 
+import operator
 import os
+import sys
 from typing import Any, Iterator, NamedTuple, Optional, Tuple, Union
 
 from . import _core
@@ -81,7 +83,17 @@ def _check_size(size: int) -> int:
         raise TypeError(f"size must be an int, not {type(size).__name__}")
     if size <= 0:
         raise ValueError(f"size must be positive, not {size}")
+    if size > sys.maxsize:
+        raise ValueError(f"size {size} is larger than any segment can be")
     return size
+
+
+def _check_shmid(shmid: Any) -> int:
+    if isinstance(shmid, bool) or not isinstance(shmid, int):
+        raise TypeError(f"shmid must be an int, not {type(shmid).__name__}")
+    if not 0 <= shmid < (1 << 31):
+        raise ValueError(f"shmid must be in 0..2**31-1, not {shmid}")
+    return shmid
 
 
 def _check_key(key: Any, *, allow_private: bool) -> int:
@@ -94,9 +106,19 @@ def _check_key(key: Any, *, allow_private: bool) -> int:
     return key
 
 
+def _index(value: Any, what: str) -> int:
+    # Any integer (numpy's too), but not a bool.
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+
+
 def stat_segment(shmid: int) -> SegmentInfo:
     """``shmctl(IPC_STAT)`` of any segment by id."""
-    return SegmentInfo(*_core.shm_stat(shmid))
+    return SegmentInfo(*_core.shm_stat(_check_shmid(shmid)))
 
 
 def remove_segment(shmid: int) -> None:
@@ -105,7 +127,7 @@ def remove_segment(shmid: int) -> None:
     The kernel destroys it once the last process detaches.  A missing id
     raises ``FileNotFoundError``.
     """
-    _core.shm_remove(shmid)
+    _core.shm_remove(_check_shmid(shmid))
 
 
 def segments() -> list[SegmentInfo]:
@@ -222,10 +244,7 @@ class Segment(_core.Segment):
             _check_key(key, allow_private=False)
             shmid = _core.shmget(key, 0, 0)
         else:
-            if isinstance(shmid, bool) or not isinstance(shmid, int):
-                raise TypeError(f"shmid must be an int, not {type(shmid).__name__}")
-            if shmid < 0:
-                raise ValueError("shmid must not be negative")
+            _check_shmid(shmid)
         return cls(shmid, readonly=bool(readonly))
 
     @classmethod
@@ -258,8 +277,7 @@ class Segment(_core.Segment):
         if self.closed:
             raise ValueError("operation on a detached segment")
         dt = numpy.dtype(dtype)
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise TypeError("offset must be an int")
+        offset = _index(offset, "offset")
         if offset < 0 or offset > self.size:
             raise ValueError(f"offset {offset} is outside the segment ({self.size} bytes)")
         if dt.itemsize == 0:
@@ -268,11 +286,19 @@ class Segment(_core.Segment):
             count = (self.size - offset) // dt.itemsize
             shape_t: Tuple[int, ...] = (count,)
         else:
-            shape_t = (shape,) if isinstance(shape, int) else tuple(shape)
+            try:
+                shape_t = (_index(shape, "shape"),)
+            except TypeError:
+                if isinstance(shape, (str, bytes)):
+                    raise
+                try:
+                    shape_t = tuple(_index(dim, "shape") for dim in shape)
+                except TypeError:
+                    raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
             count = 1
             for dim in shape_t:
-                if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-                    raise ValueError(f"shape must be non-negative ints, not {shape!r}")
+                if dim < 0:
+                    raise ValueError(f"shape must not have negative dimensions, not {shape!r}")
                 count *= dim
             if count * dt.itemsize > self.size - offset:
                 raise ValueError(
