@@ -121,7 +121,8 @@ def new_name(tag: str = "") -> str:
     """A fresh POSIX semaphore name under this run's prefix."""
     _name_counter[0] += 1
     root = os.environ.get("SHMIPC_RELIABILITY_ROOT", str(os.getpid()))
-    return f"{NAME_PREFIX}{root}-{os.getpid()}-{tag}{_name_counter[0]}"
+    # The creator's pid is the first all-digit part (what shmipc.cleanup reads).
+    return f"{NAME_PREFIX[:-1]}{root}-{os.getpid()}-{tag}{_name_counter[0]}"
 
 
 def ring(capacity: int, key: Optional[int] = None, **kw: Any) -> Any:
@@ -255,7 +256,7 @@ def find_leftovers(track_file: str, root: str, since: float, remove: bool = True
                     _core.sem_remove(sem.semid)
                 except OSError:
                     pass
-    prefix = f"sem.{NAME_PREFIX}{root}-"
+    prefix = f"sem.{NAME_PREFIX[:-1]}{root}-"
     try:
         names = os.listdir("/dev/shm")
     except OSError:
