@@ -20,7 +20,7 @@ import os
 import random
 import sys
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 
 class Reader:
@@ -55,6 +55,21 @@ class Reader:
         return self.int(8, signed=True) >> self.below(64)
 
 
+def instrumented():
+    """``with instrumented(): import shmipc``: Python-level coverage for the
+    shmipc modules when atheris drives the run (the C extension is built
+    with gcc, whose instrumentation libFuzzer cannot read)."""
+    import contextlib
+
+    if "--random" in sys.argv:
+        return contextlib.nullcontext()
+    try:
+        import atheris  # type: ignore[import-not-found]
+    except ImportError:
+        return contextlib.nullcontext()
+    return atheris.instrument_imports(include=["shmipc"])
+
+
 def _parse(argv: List[str]) -> Tuple[dict, List[str]]:
     opts = {"seconds": 30.0, "runs": 0, "random": False, "seed": 1}
     rest = [argv[0]]
@@ -73,7 +88,8 @@ def _parse(argv: List[str]) -> Tuple[dict, List[str]]:
     return opts, rest
 
 
-def run(one_input: Callable[[bytes], None], max_len: int = 2048) -> None:
+def run(one_input: Callable[[bytes], None], max_len: int = 2048,
+        at_exit: Optional[Callable[[], None]] = None) -> None:
     opts, rest = _parse(sys.argv)
     count = [0]
     start = time.monotonic()
@@ -83,6 +99,8 @@ def run(one_input: Callable[[bytes], None], max_len: int = 2048) -> None:
         one_input(data)
 
     def report(driver: str) -> None:
+        if at_exit is not None:
+            at_exit()
         print(f"fuzz: executions={count[0]} crashes=0 driver={driver} "
               f"seconds={time.monotonic() - start:.1f}", file=sys.stderr, flush=True)
 
@@ -91,15 +109,25 @@ def run(one_input: Callable[[bytes], None], max_len: int = 2048) -> None:
     except ImportError:
         atheris = None
     if atheris is not None and not opts["random"]:
-        import atexit
-
-        atexit.register(report, "atheris")  # libFuzzer ends the process through exit()
-        args = rest + [f"-max_total_time={int(opts['seconds'])}", f"-max_len={max_len}"]
-        if opts["runs"]:
-            args.append(f"-runs={opts['runs']}")
-        atheris.Setup(args, counted)
-        atheris.Fuzz()
-        return
+        # libFuzzer ends the process with exit() (no Python finalisation), so
+        # it runs in a child and this process cleans up after it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            args = rest + [f"-max_total_time={int(opts['seconds'])}", f"-max_len={max_len}"]
+            if opts["runs"]:
+                args.append(f"-runs={opts['runs']}")
+            atheris.Setup(args, counted)
+            atheris.Fuzz()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if at_exit is not None:
+            at_exit()
+        code = os.waitstatus_to_exitcode(status)
+        print(f"fuzz: driver=atheris exit={code} (executions: libFuzzer's 'Done N runs' above)",
+              file=sys.stderr, flush=True)
+        os._exit(code if code >= 0 else 128 - code)
     rng = random.Random(opts["seed"])
     deadline = start + opts["seconds"]
     while time.monotonic() < deadline and (not opts["runs"] or count[0] < opts["runs"]):

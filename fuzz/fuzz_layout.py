@@ -14,21 +14,21 @@ Anything else, a crash, a hang or a sanitizer report is a failure.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-try:
-    import shmipc  # noqa: F401  (PYTHONPATH may point at a sanitizer build)
-except ImportError:
-    sys.path.insert(1, os.path.dirname(_HERE))  # run from a checkout
+if importlib.util.find_spec("shmipc") is None:  # PYTHONPATH may point at a sanitizer build
+    sys.path.insert(1, os.path.dirname(_HERE))  # else: run from a checkout
 
-from _driver import Reader, run  # noqa: E402
+from _driver import Reader, instrumented, run  # noqa: E402
 
-from shmipc import CorruptedError, EndOfStream, Mailbox, Ring, Segment  # noqa: E402
-from shmipc import mailbox as mb  # noqa: E402
-from shmipc import ring as rg  # noqa: E402
+with instrumented():
+    from shmipc import CorruptedError, EndOfStream, Mailbox, Ring, Segment
+    from shmipc import mailbox as mb
+    from shmipc import ring as rg
 
 CLEAR = (CorruptedError, TimeoutError, EndOfStream, ValueError)
 GARBAGE_PRIMITIVES = CLEAR + (OSError, RuntimeError)
