@@ -484,6 +484,8 @@ class Ring:
             free = cap - (tail - head)
             off = tail % cap
             if off + rec > cap:
+                if head == tail and self._skip_to_wrap(tail, cap - off):
+                    continue
                 pad = cap - off
                 if pad <= free:
                     # Fill the rest of the data area; the message goes at 0.
@@ -498,6 +500,35 @@ class Ring:
                 raise TimeoutError("ring is full")
             self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
                         lambda: self._space_available(rec))
+
+    def _skip_to_wrap(self, tail: int, pad: int) -> bool:
+        """Empty ring, and the record does not fit before the wrap point: move
+        head and tail to the wrap point together, so no padding record waits
+        for a consumer to step over it.  Without this, a message longer than
+        the space before the wrap point blocked forever in an empty ring with
+        no consumer waiting (a single process putting, then getting).
+
+        Needs the consumer lock, taken without waiting: a consumer that holds
+        it is awake and steps over a padding record instead (the normal path).
+        """
+        lock = self._clock
+        try:
+            if not lock.acquire(0):
+                return False
+        except OwnerDiedError:
+            self._repair_consumer(lock)
+        except RuntimeError:  # this thread holds it (put inside get_view)
+            return False
+        try:
+            av = self._av
+            if av.load64(OFF_HEAD) != tail or av.load64(OFF_TAIL) != tail:
+                return False
+            # tail first: a lock-free reader (len, empty) never sees head > tail.
+            av.store64_seq_cst(OFF_TAIL, tail + pad)
+            av.store64_seq_cst(OFF_HEAD, tail + pad)
+        finally:
+            lock.release()
+        return True
 
     def _space_available(self, rec: int) -> bool:
         head, tail = self._indices()
