@@ -573,14 +573,16 @@ class Ring:
             self._data_sem.release()
 
     def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        # Validate the timeout before taking the lock: raising after would
+        # leave the lock held by this thread for good.
+        deadline = None if timeout is None else self._deadline(timeout)
         lock = self._plock
         try:
             if lock.acquire(0):
-                return None if timeout is None else self._deadline(timeout)
+                return deadline
         except OwnerDiedError:
             self._repair_producer(lock)
-            return self._deadline(timeout)
-        deadline = self._deadline(timeout)
+            return deadline
         if timeout == 0:
             raise TimeoutError("ring's producer lock is busy")
         self._lock(lock, deadline, self._repair_producer)
@@ -697,14 +699,16 @@ class Ring:
 
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        # Validate the timeout before taking the lock: raising after would
+        # leave the lock held by this thread for good.
+        deadline = None if timeout is None else self._deadline(timeout)
         lock = self._clock
         try:
             if lock.acquire(0):
-                return None if timeout is None else self._deadline(timeout)
+                return deadline
         except OwnerDiedError:
             self._repair_consumer(lock)
-            return self._deadline(timeout)
-        deadline = self._deadline(timeout)
+            return deadline
         if timeout == 0:
             raise TimeoutError("ring's consumer lock is busy")
         self._lock(lock, deadline, self._repair_consumer)
