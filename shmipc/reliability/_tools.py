@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from typing import List
+import time
+from typing import List, Tuple
 
 from . import _build
 from ._harness import Row, Tier, row, skipped
@@ -25,8 +27,35 @@ VALGRIND_TESTS = ["test_segment.py", "test_segment_buffer.py", "test_atomics.py"
 
 
 def _pytest_counts(out: str) -> str:
-    m = re.findall(r"=+ (.*?(?:passed|failed|error).*?) in [\d.]+s", out)
+    m = re.findall(r"^=* ?(\d+ (?:passed|failed|errors?)[^\n]*?) in [\d.]+s", out, re.M)
     return m[-1] if m else "no summary (crashed?)"
+
+
+def _run_session(cmd: List[str], cwd: str, env: dict, timeout: float) -> Tuple[str, int]:
+    """Run *cmd* in its own session; afterwards end whatever it left in its
+    process group (multiprocessing's resource tracker lingers briefly)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        code = -9
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return out or "", code
 
 
 def _failed(out: str) -> int:
@@ -46,12 +75,7 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
         env = _build.asan_env(tree)
         env["SHMIPC_TEST_LEAK_WAIT"] = env.get("SHMIPC_TEST_LEAK_WAIT", "2")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
-        try:
-            proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                                  timeout=tier.t(400, 3600))
-            out, code = proc.stdout + proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired:
-            out, code = "", -9
+        out, code = _run_session(cmd, tree, env, tier.t(400, 3600))
         reports = _build.sanitizer_reports(out)
         failed = _failed(out)
         completed = code in (0, 1) and "passed" in out
@@ -80,11 +104,7 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
     env = dict(os.environ, PYTHONMALLOC="malloc", SHMIPC_TEST_LEAK_WAIT="5")
     cmd = ["valgrind", "--error-exitcode=99", "--errors-for-leak-kinds=none", "--num-callers=40", "-q",
            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + tests
-    try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=5400)
-        out = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired:
-        out = ""
+    out, _ = _run_session(cmd, root, env, 5400)
     blocks = re.split(r"\n==\d+== \n", out)
     errors = [b for b in blocks if re.search(r"==\d+== (Invalid|Conditional|Use of uninit|Syscall param|"
                                              r"Mismatched|Source and destination|Argument)", b)]
