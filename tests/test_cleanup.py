@@ -123,7 +123,7 @@ def test_an_unreaped_zombie_counts_as_dead(shm):
 
 def test_keeps_a_ring_a_live_process_is_attached_to(shm):
     shmid = _made_by_dead_child(shm, "ring")
-    proc, conn = _start(_attach_and_wait, shmid)
+    proc, _conn = _start(_attach_and_wait, shmid)
     try:
         assert shmipc.stat_segment(shmid).nattch == 1
         assert shmipc.cleanup(select=_only(shmid)) == []
@@ -179,7 +179,7 @@ def test_restart_after_a_crash_needs_no_ipcrm(shm, key):
 
 
 def test_named_semaphores_of_dead_processes(shm):
-    proc, conn = _start(_exit_at_once, None)
+    proc, _conn = _start(_exit_at_once, None)
     proc.kill()
     proc.join(WAIT)
     dead = f"shmipc-test-{proc.pid}-cleanup"
@@ -203,7 +203,7 @@ def test_named_semaphores_of_dead_processes(shm):
 
 
 def test_named_semaphore_still_open_is_kept(shm):
-    proc, conn = _start(_exit_at_once, None)
+    proc, _conn = _start(_exit_at_once, None)
     proc.join(WAIT)
     name = f"shmipc-test-{proc.pid}-open"
     sem = NamedSemaphore.create(name, 0)  # open here: mapped by a live process

@@ -206,7 +206,6 @@ def fig_permissions(tier: Tier, tmp: str) -> List[Row]:
     from ..mailbox import Mailbox
     from ..named_semaphore import NamedSemaphore
     from ..ring import Ring
-    from ..segment import Segment
 
     rows = []
     objs: List[Any] = []

@@ -565,7 +565,7 @@ def _removal_case(kind: str, tmp: str) -> Dict[str, Any]:
         time.sleep(0.1)  # all four blocked
         t0 = _now_ns()
         remove()
-        codes, hangs = h.join_all(waiters, 15)
+        _codes, hangs = h.join_all(waiters, 15)
         results = [h.read_json(o) or {} for o in outs]
         lat = [(r["t"] - t0) / _NS if "t" in r else float("inf") for r in results]
         return {"lat": lat, "results": results, "hangs": hangs}
