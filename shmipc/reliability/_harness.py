@@ -477,3 +477,10 @@ def read_json(path: str) -> Any:
 
 
 Context = Dict[str, Any]
+
+
+def wait_for_kill() -> None:
+    """Hold whatever this child holds until it is killed (the watchdog's
+    join timeout ends it if the parent never does)."""
+    while True:
+        time.sleep(3600)

@@ -363,7 +363,7 @@ def _participant(role: str, shmid_or_kind: Any, key: Optional[int], wfd: int) ->
         elif kind == "named":
             NamedSemaphore.create(h.new_name("stale"), 0).close()
             os.write(wfd, b"0\n")
-            time.sleep(60)
+            h.wait_for_kill()
             return 0
         else:
             obj = Segment.create(4096, key)
@@ -373,7 +373,7 @@ def _participant(role: str, shmid_or_kind: Any, key: Optional[int], wfd: int) ->
     else:
         obj = Ring.attach(shmid=shmid_or_kind) if shmid_or_kind >= 0 else None
         os.write(wfd, b"attached\n")
-    time.sleep(60)
+    h.wait_for_kill()
     return 0
 
 

@@ -207,7 +207,7 @@ def _peer(kind: str, handle: Any, ready: str, role: str) -> int:
         if kind == "Ring.get (lock held)" or (role == "hold" and kind == "Ring.get"):
             with r.get_view(timeout=None) if len(r) else _ConsumerLock(r):
                 h.U64Log(ready).add(1)
-                time.sleep(60)
+                h.wait_for_kill()
         h.U64Log(ready).add(1)
         if kind == "Ring.put":
             r.put(b"w" * 100)
@@ -250,13 +250,13 @@ def _peer(kind: str, handle: Any, ready: str, role: str) -> int:
             except OwnerDiedError:
                 m.mark_consistent()
             h.U64Log(ready).add(1)
-            time.sleep(60)
+            h.wait_for_kill()
     elif kind == "Liveness.wait_gone":
         from ..liveness import Liveness
 
         Liveness.attach(semid=handle).register(0)
         h.U64Log(ready).add(1)
-        time.sleep(60)
+        h.wait_for_kill()
     return 0
 
 
