@@ -9,6 +9,7 @@ in the extension (``_core.cpython-*.so`` or a ``csrc/`` source).
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -31,9 +32,44 @@ def _pytest_counts(out: str) -> str:
     return m[-1] if m else "no summary (crashed?)"
 
 
+def _reap_test_run(tmpdir: str, session_pid: int, since: float) -> int:
+    """After a test run that was killed (its own session-end leak check never
+    ran): remove what its processes made.  The test suite records its
+    processes and objects as files in a run directory under TMPDIR, which
+    points into this figure's scratch directory."""
+    from .. import _core
+    from ..segment import segments
+    from ..semaphore import semaphores
+
+    pids, shms, sems = {session_pid}, set(), set()
+    for rundir in glob.glob(os.path.join(tmpdir, "shmipc-testrun-*")):
+        for name in os.listdir(rundir):
+            kind, _, value = name.partition("-")
+            if value.isdigit():
+                {"pid": pids, "shm": shms, "sem": sems}.get(kind, set()).add(int(value))
+    removed = 0
+    for seg in segments():
+        if seg.shmid in shms or (seg.cpid in pids and seg.ctime >= since - 1):
+            try:
+                _core.shm_remove(seg.shmid)
+                removed += 1
+            except OSError:
+                pass
+    for sem in semaphores():
+        if sem.semid in sems and sem.ctime >= since - 1:
+            try:
+                _core.sem_remove(sem.semid)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def _run_session(cmd: List[str], cwd: str, env: dict, timeout: float) -> Tuple[str, int]:
     """Run *cmd* in its own session; afterwards end whatever it left in its
     process group (multiprocessing's resource tracker lingers briefly)."""
+    since = time.time()
+    tmpdir = env.get("TMPDIR", "")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -55,6 +91,10 @@ def _run_session(cmd: List[str], cwd: str, env: dict, timeout: float) -> Tuple[s
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if tmpdir:
+        left = _reap_test_run(tmpdir, proc.pid, since)
+        if left:
+            out = (out or "") + f"\n[reliability] the test run left {left} object(s); removed them\n"
     return out or "", code
 
 
@@ -74,6 +114,8 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
     else:
         env = _build.asan_env(tree)
         env["SHMIPC_TEST_LEAK_WAIT"] = env.get("SHMIPC_TEST_LEAK_WAIT", "2")
+        env["TMPDIR"] = os.path.join(tmp, "asan-tmp")  # where the test run records itself
+        os.makedirs(env["TMPDIR"], exist_ok=True)
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
         out, code = _run_session(cmd, tree, env, tier.t(400, 3600))
         reports = _build.sanitizer_reports(out)
@@ -84,6 +126,9 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
             detail = "\n".join(out.strip().splitlines()[-15:])
         elif failed:
             detail = "failed tests: " + ", ".join(re.findall(r"FAILED (\S+)", out)[:8])
+        m = re.search(r"the test run left (\d+) object", out)
+        if m:
+            detail = f"the test run was cut short and left {m.group(1)} object(s) (removed); " + detail
         rows.append(row(
             "11", "whole test suite against an ASan+UBSan build",
             f"{_pytest_counts(out)}; {reports} sanitizer reports",
@@ -101,7 +146,8 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
                             "valgrind not installed" if root else "no source checkout"))
         return rows
     tests = [os.path.join("tests", t) for t in VALGRIND_TESTS if os.path.exists(os.path.join(root, "tests", t))]
-    env = dict(os.environ, PYTHONMALLOC="malloc", SHMIPC_TEST_LEAK_WAIT="5")
+    env = dict(os.environ, PYTHONMALLOC="malloc", SHMIPC_TEST_LEAK_WAIT="5", TMPDIR=os.path.join(tmp, "vg-tmp"))
+    os.makedirs(env["TMPDIR"], exist_ok=True)
     cmd = ["valgrind", "--error-exitcode=99", "--errors-for-leak-kinds=none", "--num-callers=40", "-q",
            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + tests
     out, _ = _run_session(cmd, root, env, 5400)
