@@ -285,7 +285,7 @@ lock_result(RobustMutexObject *self, int rc, const char *call)
             "next owner released it without mark_consistent(); it can only "
             "be re-created");
         if (args != NULL) {
-            PyErr_SetObject(PyExc_OSError, args);
+            shmipc_raise_oserror(args);
             Py_DECREF(args);
         }
         return NULL;
@@ -386,9 +386,10 @@ RobustMutex_acquire(RobustMutexObject *self, PyObject *const *args,
                     Py_ssize_t nargs, PyObject *kwnames)
 {
     double timeout = -1.0;
-    if (nargs != 0 || kwnames != NULL) {
-        Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-        PyObject *obj = args[0];
+    /* kwnames may be an empty tuple rather than NULL (PEP 590). */
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs + nkw != 0) {
+        PyObject *obj;
         if (nargs + nkw != 1) {
             PyErr_Format(PyExc_TypeError,
                          "acquire() takes at most 1 argument (%zd given)",
@@ -403,6 +404,7 @@ RobustMutex_acquire(RobustMutexObject *self, PyObject *const *args,
                          PyTuple_GET_ITEM(kwnames, 0));
             return NULL;
         }
+        obj = args[0];  /* the one argument, positional or keyword */
         if (!shmipc_timeout_converter(obj, &timeout)) {
             return NULL;
         }

@@ -122,7 +122,7 @@ raise_oserror(int err, PyObject *filename, const char *format, ...)
         args = Py_BuildValue("(iN)", err, msg);
     }
     if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
+        shmipc_raise_oserror(args);  /* the errno's subclass on 3.9/3.10 too */
         Py_DECREF(args);
     }
     return NULL;
@@ -766,7 +766,8 @@ SharedSemaphore_release(SharedSemaphoreObject *self, PyObject *const *args,
                         Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t n = 1;
-    if (nargs != 0 || kwnames != NULL) {
+    /* kwnames may be an empty tuple rather than NULL (PEP 590). */
+    if (nargs != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyObject *obj;
         if (parse_one_arg(args, nargs, kwnames, "n", "release", &obj) < 0) {
             return NULL;

@@ -429,20 +429,69 @@ check_range(SegmentObject *self, Py_ssize_t offset, Py_ssize_t *size)
     return 0;
 }
 
-static PyObject *
-Segment_read(SegmentObject *self, PyObject *args, PyObject *kwds)
+/* Bind METH_FASTCALL | METH_KEYWORDS arguments to parameter slots (borrowed
+ * references, NULL when not given): read() and write() are the hot path of
+ * copying APIs, and PyArg_ParseTupleAndKeywords costs more than the copy of
+ * a small message. */
+static int
+bind_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, const char *const *names, Py_ssize_t nnames,
+          PyObject **out)
 {
-    static char *kwlist[] = {"size", "offset", NULL};
-    PyObject *size_obj = Py_None;
+    Py_ssize_t i, j, nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+
+    for (i = 0; i < nnames; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %zd arguments (%zd given)", fname,
+                     nnames, nargs);
+        return -1;
+    }
+    for (i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    for (i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        for (j = 0; j < nnames; j++) {
+            if (PyUnicode_CompareWithASCIIString(name, names[j]) == 0) {
+                break;
+            }
+        }
+        if (j == nnames) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'", fname,
+                         name);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'", fname,
+                         names[j]);
+            return -1;
+        }
+        out[j] = args[nargs + i];
+    }
+    return 0;
+}
+
+static PyObject *
+Segment_read(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
+{
+    static const char *const names[] = {"size", "offset"};
+    PyObject *argv[2];
+    PyObject *size_obj;
     Py_ssize_t size = -1, offset = 0;
     PyObject *result;
     char *dst;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO&:read", kwlist,
-                                     &size_obj, offset_converter, &offset)) {
+    if (bind_args("read", args, nargs, kwnames, names, 2, argv) < 0) {
         return NULL;
     }
-    if (check_attached(self) < 0) {
+    size_obj = argv[0] == NULL ? Py_None : argv[0];
+    if (argv[1] != NULL && !offset_converter(argv[1], &offset)) {
         return NULL;
     }
     if (size_obj != Py_None) {
@@ -454,6 +503,10 @@ Segment_read(SegmentObject *self, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_ValueError, "size must not be negative");
             return NULL;
         }
+    }
+    /* Only now: the conversions above may run __index__, which may detach. */
+    if (check_attached(self) < 0) {
+        return NULL;
     }
     if (check_range(self, offset, &size) < 0) {
         return NULL;
@@ -478,14 +531,26 @@ Segment_read(SegmentObject *self, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-Segment_write(SegmentObject *self, PyObject *args, PyObject *kwds)
+Segment_write(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
 {
-    static char *kwlist[] = {"data", "offset", NULL};
+    static const char *const names[] = {"data", "offset"};
+    PyObject *argv[2];
     Py_buffer data = {NULL, NULL};
     Py_ssize_t offset = 0, size;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O&:write", kwlist, &data,
-                                     offset_converter, &offset)) {
+    if (bind_args("write", args, nargs, kwnames, names, 2, argv) < 0) {
+        return NULL;
+    }
+    if (argv[0] == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "write() missing required argument 'data'");
+        return NULL;
+    }
+    if (argv[1] != NULL && !offset_converter(argv[1], &offset)) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(argv[0], &data, PyBUF_C_CONTIGUOUS) < 0) {
         return NULL;
     }
     if (check_attached(self) < 0) {
@@ -655,10 +720,10 @@ static PyMethodDef Segment_methods[] = {
      "detach()\n--\n\nshmdt() the mapping.  Idempotent; raises BufferError "
      "while buffers are exported."},
     {"read", (PyCFunction)(void (*)(void))Segment_read,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "read(size=None, offset=0)\n--\n\nCopy bytes out of the segment."},
     {"write", (PyCFunction)(void (*)(void))Segment_write,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "write(data, offset=0)\n--\n\nCopy bytes into the segment; returns the "
      "number written."},
     {"prefault", (PyCFunction)Segment_prefault, METH_NOARGS,

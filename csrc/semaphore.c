@@ -130,8 +130,16 @@ raise_sem_error(int err, const char *call, int semid)
     if (args == NULL) {
         return NULL;
     }
-    /* Instantiating the subclass itself keeps its type whatever the errno. */
-    PyErr_SetObject(type, args);
+    /* Instantiating the subclass itself keeps its type whatever the errno;
+     * for plain OSError, shmipc_raise_oserror raises the subclass errno
+     * picks (PyErr_SetObject would leave OSError on 3.9/3.10, which
+     * `except PermissionError` misses). */
+    if (type == PyExc_OSError) {
+        shmipc_raise_oserror(args);
+    }
+    else {
+        PyErr_SetObject(type, args);
+    }
     Py_DECREF(args);
     return NULL;
 }
@@ -680,6 +688,17 @@ Semaphore_semop(SemaphoreObject *self, PyObject *args, PyObject *kwds)
                                     "(index, delta, flags) triples");
     if (fast == NULL) {
         return NULL;
+    }
+    /* PySequence_Fast hands a list back as is; parsing an item may run
+     * Python code (iterating a triple that is not a list or tuple), which
+     * could shrink that list under the loop below.  Work on a tuple. */
+    if (PyList_Check(fast)) {
+        PyObject *tuple = PyList_AsTuple(fast);
+        Py_DECREF(fast);
+        fast = tuple;
+        if (fast == NULL) {
+            return NULL;
+        }
     }
     n = PySequence_Fast_GET_SIZE(fast);
     if (n < 1) {

@@ -1,5 +1,66 @@
 """Type stubs for the private extension shmipc._core (use the shmipc package)."""
+from __future__ import annotations
+
 from typing import Any, Optional, Sequence, Tuple
+
+# ---- module.c: constants ---------------------------------------------------
+
+IPC_PRIVATE: int
+IPC_CREAT: int
+IPC_EXCL: int
+IPC_RMID: int
+IPC_SET: int
+IPC_STAT: int
+SHM_RDONLY: int
+SHM_RND: int
+SHMLBA: int
+SHM_REMAP: int
+SHM_EXEC: int
+SHM_HUGETLB: int
+SHM_NORESERVE: int
+SHM_LOCK: int
+SHM_UNLOCK: int
+SHM_DEST: int
+SHM_LOCKED: int
+SHM_STAT: int
+SHM_INFO: int
+SHM_STAT_ANY: int
+SEM_VALUE_MAX: int
+PAGE_SIZE: int
+
+# ---- segment.c: System V segments ------------------------------------------
+
+def ftok(path: str | bytes, proj_id: int, /) -> int: ...
+def shmget(key: int, size: int, flags: int, /) -> int: ...
+def shm_stat(
+    shmid: int, /
+) -> Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, bool, bool]: ...
+def shm_set(shmid: int, uid: int, gid: int, mode: int, /) -> None: ...
+def shm_remove(shmid: int, /) -> None: ...
+
+class Segment:
+    def __new__(cls, shmid: int, *, readonly: bool = False) -> "Segment": ...
+    @property
+    def shmid(self) -> int: ...
+    @property
+    def key(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def exports(self) -> int: ...
+    @property
+    def address(self) -> int: ...
+    def detach(self) -> None: ...
+    def read(self, size: Optional[int] = None, offset: int = 0) -> bytes: ...
+    def write(self, data: Any, offset: int = 0) -> int: ...
+    def prefault(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, view: memoryview, /) -> None: ...
 
 # ---- semaphore.c: System V semaphore sets -----------------------------------
 

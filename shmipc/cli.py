@@ -302,8 +302,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---- commands that own their arguments ---------------------------------------
+
+
+def _configure_passthrough(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the subcommand (see its --help)")
+
+
+def _passthrough(module: str, function: str = "main") -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        entry = getattr(importlib.import_module(module, __package__), function)
+        return int(entry(list(args.rest)) or 0)
+
+    return run
+
+
+#: name -> runner of the subcommands that parse their own arguments.
+_PASSTHROUGH: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+for _name, _module, _function, _help in (
+    ("chat", ".chat", "main", "the classic example: type lines, a child process prints them ('quit' ends)"),
+    ("bench", ".bench", "main", "benchmark shmipc against the other IPC mechanisms"),
+    ("reliability", ".reliability", "main", "run the reliability suite and print its figures"),
+    ("cleanup", ".cleanup", "cleanup_main", "remove shmipc objects whose processes are all dead"),
+):
+    _PASSTHROUGH[_name] = command(_name, help=_help, configure=_configure_passthrough)(
+        _passthrough(_module, _function)
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (argparse exits with 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        # Their options (even --help) belong to them, not to this parser.
+        try:
+            return _PASSTHROUGH[argv[0]](argparse.Namespace(command=argv[0], rest=argv[1:]))
+        except KeyboardInterrupt:
+            return 130
     args = build_parser().parse_args(argv)
     try:
         code = args._run(args)

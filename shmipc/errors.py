@@ -10,12 +10,8 @@ __all__ = ["CorruptedError", "EndOfStream", "OwnerDiedError", "RemovedError"]
 
 #: Raised by ``RobustMutex.acquire`` when the previous owner died holding the
 #: lock.  The lock *is held* when this is raised: repair the protected data,
-#: call ``mark_consistent()``, then ``release()``.
-OwnerDiedError = getattr(_core, "OwnerDiedError", None)
-if OwnerDiedError is None:  # pragma: no cover - only while mutex.c is absent
-
-    class OwnerDiedError(RuntimeError):  # type: ignore[no-redef]
-        """The previous owner of a robust mutex died while holding it."""
+#: call ``mark_consistent()``, then ``release()``.  (Defined in C, module state.)
+OwnerDiedError = _core.OwnerDiedError
 
 
 class EndOfStream(EOFError):

@@ -24,9 +24,7 @@ Shared layout (native byte order, every offset from the segment start)::
     320    4     consumer waiting  1 while the consumer-lock holder sleeps
     384    4     producer waiting  1 while the producer-lock holder sleeps
     448    8     tail              bytes ever written (monotonic); producers own it
-    456    8     messages put      count, published before tail
     512    8     head              bytes ever consumed (monotonic); consumers own it
-    520    8     messages got      count, published before head
     4096   cap   data              records
 
 A record starts at ``HEADER_SIZE + position % capacity``, 8-byte aligned::
@@ -96,9 +94,7 @@ OFF_SPACE_SEM = 256
 OFF_CONSUMER_WAITING = 320
 OFF_PRODUCER_WAITING = 384
 OFF_TAIL = 448
-OFF_PUT_COUNT = 456
 OFF_HEAD = 512
-OFF_GOT_COUNT = 520
 
 RECORD_HEADER = 8
 KIND_MSG = 0x4D534721
@@ -148,13 +144,14 @@ _DETACHED: Any = _Detached()
 class _Reservation:
     """``with ring.reserve(n) as buf``: write in place, commit on exit."""
 
-    __slots__ = ("_ring", "_view", "_tail", "_rec")
+    __slots__ = ("_ring", "_view", "_tail", "_rec", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int) -> None:
+    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int, exports: int) -> None:
         self._ring = ring
         self._view = view
         self._tail = tail
         self._rec = rec
+        self._exports = exports
 
     def __enter__(self) -> memoryview:
         return self._view
@@ -163,17 +160,17 @@ class _Reservation:
         ring = self._ring
         view, self._view = self._view, None
         try:
-            try:
-                view.release()
-            except BufferError:
+            view.release()
+            # numpy and memoryview slices share the view's export of the
+            # segment: if one survives the block, the segment still counts it.
+            if ring._seg.exports > self._exports:
                 if exc_type is None:
                     raise BufferError(
-                        "a buffer made from the reserved view is still alive; the message "
-                        "was discarded (delete derived arrays/memoryviews inside the block)"
-                    ) from None
-                exc_type = BufferError
-            if exc_type is None:
-                ring._publish_tail(self._tail + self._rec, 1)
+                        "a buffer made from the reserved view (a numpy array or memoryview) is still "
+                        "alive; the message was discarded. Delete it inside the block"
+                    )
+            elif exc_type is None:
+                ring._publish_tail(self._tail + self._rec)
         finally:
             ring._plock.release()
 
@@ -181,12 +178,13 @@ class _Reservation:
 class _MessageView:
     """``with ring.get_view() as view``: read in place, consume on exit."""
 
-    __slots__ = ("_ring", "_view", "_head")
+    __slots__ = ("_ring", "_view", "_head", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, head: int) -> None:
+    def __init__(self, ring: "Ring", view: memoryview, head: int, exports: int) -> None:
         self._ring = ring
         self._view = view
         self._head = head
+        self._exports = exports
 
     def __enter__(self) -> memoryview:
         return self._view
@@ -195,15 +193,14 @@ class _MessageView:
         ring = self._ring
         view, self._view = self._view, None
         try:
-            try:
-                view.release()
-            except BufferError:
+            view.release()
+            if ring._seg.exports > self._exports:
                 raise BufferError(
                     "a buffer made from the message view (a numpy array or memoryview) is still "
                     "alive; the message was left in the ring. Delete it before leaving the "
                     "block, or copy what you need"
-                ) from None
-            ring._publish_head(self._head, 1)
+                )
+            ring._publish_head(self._head)
         finally:
             ring._clock.release()
 
@@ -235,6 +232,9 @@ class Ring:
     _load64: Any = _DETACHED
     _load32: Any = _DETACHED
     _store64: Any = _DETACHED
+    _store64_seq_cst: Any = _DETACHED
+    _read: Any = _DETACHED
+    _write: Any = _DETACHED
     spin: float = 0.0
 
     # ---- construction ----------------------------------------------------
@@ -359,6 +359,117 @@ class Ring:
         self._load64 = av.load64
         self._load32 = av.load32
         self._store64 = av.store64
+        self._store64_seq_cst = av.store64_seq_cst
+        self._read = self._seg.read
+        self._write = self._seg.write
+        # put() and get() as closures over the objects they use: a closure
+        # variable costs less than an attribute lookup on self, and these two
+        # run once per message.  They shadow the methods below (which hold
+        # the same logic and serve after detach()).
+        self.put = self._fast_put()
+        self.get = self._fast_get()
+
+    def _fast_put(self) -> Any:
+        ring = self
+        lock = self._plock
+        acquire = lock.acquire
+        release = lock.release
+        load32 = self._load32
+        load64 = self._load64
+        store64 = self._store64
+        store64_seq_cst = self._store64_seq_cst
+        write = self._write
+        doorbell = self._data_sem.release
+        cap = self.capacity
+        max_message = self.max_message_size
+        repair = self._repair_producer
+
+        def put(data: Any, timeout: Optional[float] = None) -> None:
+            if type(data) is not bytes:
+                data = _as_bytes_view(data)
+            n = len(data)
+            if n > max_message:
+                ring._check_size(n)
+            rec = (n + 15) & ~7
+            deadline = None
+            if timeout is None:
+                try:
+                    if not acquire(0):
+                        ring._lock(lock, None, repair)
+                except OwnerDiedError:
+                    repair(lock)
+            else:
+                deadline = ring._take_producer_lock(timeout)
+            try:
+                if load32(OFF_CLOSED):
+                    raise ValueError("put on a closed ring")
+                tail = load64(OFF_TAIL)
+                off = tail % cap
+                if not 0 <= tail - ring._head_seen <= cap - rec or off + rec > cap or tail & 7:
+                    tail = ring._make_room(tail, rec, deadline, timeout == 0)
+                    off = tail % cap
+                pos = HEADER_SIZE + off
+                store64(pos, _MSG | n)
+                write(data, pos + 8)
+                store64_seq_cst(OFF_TAIL, tail + rec)
+                if load32(OFF_CONSUMER_WAITING):
+                    doorbell()
+            finally:
+                release()
+
+        put.__doc__ = Ring.put.__doc__
+        return put
+
+    def _fast_get(self) -> Any:
+        ring = self
+        lock = self._clock
+        acquire = lock.acquire
+        release = lock.release
+        load32 = self._load32
+        load64 = self._load64
+        store64_seq_cst = self._store64_seq_cst
+        read = self._read
+        doorbell = self._space_sem.release
+        cap = self.capacity
+        max_message = self.max_message_size
+        repair = self._repair_consumer
+
+        def get(timeout: Optional[float] = None) -> bytes:
+            deadline = None
+            if timeout is None:
+                try:
+                    if not acquire(0):
+                        ring._lock(lock, None, repair)
+                except OwnerDiedError:
+                    repair(lock)
+            else:
+                deadline = ring._take_consumer_lock(timeout)
+            try:
+                head = load64(OFF_HEAD)
+                tail = ring._tail_seen
+                if 0 < tail - head <= cap and not head & 7:
+                    off = head % cap
+                    hdr = load64(HEADER_SIZE + off)
+                    n = hdr & _LEN_MASK
+                    rec = (n + 15) & ~7
+                    if hdr >> 32 != KIND_MSG or n > max_message or rec > tail - head or off + rec > cap:
+                        head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
+                        rec = (n + 15) & ~7
+                    else:
+                        pos = HEADER_SIZE + off + 8
+                else:
+                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
+                    rec = (n + 15) & ~7
+                data = read(n, pos)
+                store64_seq_cst(OFF_HEAD, head + rec)
+                if load32(OFF_PRODUCER_WAITING):
+                    doorbell()
+            finally:
+                release()
+            return data
+
+        get.__doc__ = Ring.get.__doc__
+        return get
 
     # ---- attributes ----------------------------------------------------
     @property
@@ -484,16 +595,16 @@ class Ring:
             free = cap - (tail - head)
             off = tail % cap
             if off + rec > cap:
-                if head == tail and self._skip_to_wrap(tail, cap - off):
-                    continue
                 pad = cap - off
                 if pad <= free:
                     # Fill the rest of the data area; the message goes at 0.
                     av.store64(HEADER_SIZE + off, _PAD | (pad - RECORD_HEADER))
-                    self._publish_tail(tail + pad, 0)
+                    self._publish_tail(tail + pad)
                     continue
             elif rec <= free:
                 return tail
+            if head != tail and self._skip_leading_pad(head, tail):
+                continue
             if self.closed:
                 raise ValueError("put on a closed ring")
             if nowait:
@@ -501,31 +612,24 @@ class Ring:
             self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
                         lambda: self._space_available(rec))
 
-    def _skip_to_wrap(self, tail: int, pad: int) -> bool:
-        """Empty ring, and the record does not fit before the wrap point: move
-        head and tail to the wrap point together, so no padding record waits
-        for a consumer to step over it.  Without this, a message longer than
-        the space before the wrap point blocked forever in an empty ring with
-        no consumer waiting (a single process putting, then getting).
-
-        Needs the consumer lock, taken without waiting: a consumer that holds
-        it is awake and steps over a padding record instead (the normal path).
-        """
+    def _skip_leading_pad(self, head: int, tail: int) -> bool:
+        """If the oldest record is padding and no consumer is busy, consume the
+        padding here (taking the consumer lock), so that a producer never
+        waits for a consumer just to wrap around.  True if it did."""
+        cap = self.capacity
+        off = head % cap
+        if self._load64(HEADER_SIZE + off) >> 32 != KIND_PAD or head + (cap - off) > tail:
+            return False
         lock = self._clock
         try:
             if not lock.acquire(0):
                 return False
         except OwnerDiedError:
             self._repair_consumer(lock)
-        except RuntimeError:  # this thread holds it (put inside get_view)
-            return False
         try:
-            av = self._av
-            if av.load64(OFF_HEAD) != tail or av.load64(OFF_TAIL) != tail:
-                return False
-            # tail first: a lock-free reader (len, empty) never sees head > tail.
-            av.store64_seq_cst(OFF_TAIL, tail + pad)
-            av.store64_seq_cst(OFF_HEAD, tail + pad)
+            if self._load64(OFF_HEAD) != head:
+                return True  # a consumer moved on meanwhile: look again
+            self._publish_head(head + (cap - off))
         finally:
             lock.release()
         return True
@@ -564,17 +668,15 @@ class Ring:
         finally:
             av.store32(flag_offset, 0)
 
-    def _publish_tail(self, tail: int, messages: int) -> None:
+    def _publish_tail(self, tail: int) -> None:
         av = self._av
-        if messages:
-            av.fetch_add64(OFF_PUT_COUNT, messages)
         av.store64_seq_cst(OFF_TAIL, tail)
         if av.load32(OFF_CONSUMER_WAITING):
             self._data_sem.release()
 
     def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        # Validate the timeout before taking the lock: raising after would
-        # leave the lock held by this thread for good.
+        # Validate the timeout before the lock is held: nothing may raise
+        # between taking the lock and the caller's try/finally.
         deadline = None if timeout is None else self._deadline(timeout)
         lock = self._plock
         try:
@@ -584,7 +686,7 @@ class Ring:
             self._repair_producer(lock)
             return deadline
         if timeout == 0:
-            raise TimeoutError("ring's producer lock is busy")
+            raise TimeoutError("the ring's producer lock is busy")
         self._lock(lock, deadline, self._repair_producer)
         return deadline
 
@@ -600,9 +702,24 @@ class Ring:
         if n > self.max_message_size:
             self._check_size(n)
         rec = (n + 15) & ~7
-        deadline = self._take_producer_lock(timeout)
+        # The hot path is inlined (each Python call costs ~100 ns here): take
+        # the lock without waiting, write, publish, ring the doorbell only if
+        # the consumer sleeps.  Everything else is in the slow helpers.
+        lock = self._plock
+        deadline = None
+        if timeout is None:
+            try:
+                if not lock.acquire(0):
+                    self._lock(lock, None, self._repair_producer)
+            except OwnerDiedError:
+                self._repair_producer(lock)
+        else:
+            deadline = self._take_producer_lock(timeout)
         try:
-            tail = self._load64(OFF_TAIL)
+            load64 = self._load64
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
+            tail = load64(OFF_TAIL)
             cap = self.capacity
             off = tail % cap
             if not 0 <= tail - self._head_seen <= cap - rec or off + rec > cap or tail & 7:
@@ -610,10 +727,12 @@ class Ring:
                 off = tail % cap
             pos = HEADER_SIZE + off
             self._store64(pos, _MSG | n)
-            self._buf[pos + 8:pos + 8 + n] = data
-            self._publish_tail(tail + rec, 1)
+            self._write(data, pos + 8)
+            self._store64_seq_cst(OFF_TAIL, tail + rec)
+            if self._load32(OFF_CONSUMER_WAITING):
+                self._data_sem.release()
         finally:
-            self._plock.release()
+            lock.release()
 
     def put_nowait(self, data: Any) -> None:
         """``put(data, timeout=0)``: raise ``TimeoutError`` if it would block."""
@@ -635,8 +754,10 @@ class Ring:
         deadline = self._take_producer_lock(timeout)
         try:
             cap = self.capacity
-            buf = self._buf
+            write = self._write
             store64 = self._store64
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
             tail = self._load64(OFF_TAIL)
             start_tail = tail
             if tail & 7:
@@ -649,18 +770,18 @@ class Ring:
                 off = tail % cap
                 if tail + rec > limit or off + rec > cap:
                     if pending:
-                        self._publish_tail(tail, pending)
+                        self._publish_tail(tail)
                         pending = 0
                     tail = self._make_room(tail, rec, deadline, timeout == 0)
                     limit = self._head_seen + cap
                     off = tail % cap
                 pos = HEADER_SIZE + off
                 store64(pos, _MSG | n)
-                buf[pos + 8:pos + 8 + n] = data
+                write(data, pos + 8)
                 tail += rec
                 pending += 1
-            if pending or tail != start_tail:
-                self._publish_tail(tail, pending)
+            if tail != start_tail:
+                self._publish_tail(tail)
         finally:
             self._plock.release()
         return len(items)
@@ -680,14 +801,16 @@ class Ring:
         rec = _record_size(nbytes)
         deadline = self._take_producer_lock(timeout)
         try:
+            if self._load32(OFF_CLOSED):
+                raise ValueError("put on a closed ring")
             tail = self._make_room(self._load64(OFF_TAIL), rec, deadline, timeout == 0)
             pos = HEADER_SIZE + tail % self.capacity
             self._store64(pos, _MSG | nbytes)
-            view = self._buf[pos + 8:pos + 8 + nbytes]
+            view, exports = self._fresh_view(pos + 8, nbytes)
         except BaseException:
             self._plock.release()
             raise
-        return _Reservation(self, view, tail, rec)
+        return _Reservation(self, view, tail, rec, exports)
 
     def close(self) -> None:
         """End of stream: consumers drain what is queued, then get
@@ -699,8 +822,8 @@ class Ring:
 
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        # Validate the timeout before taking the lock: raising after would
-        # leave the lock held by this thread for good.
+        # Validate the timeout before the lock is held: nothing may raise
+        # between taking the lock and the caller's try/finally.
         deadline = None if timeout is None else self._deadline(timeout)
         lock = self._clock
         try:
@@ -710,7 +833,7 @@ class Ring:
             self._repair_consumer(lock)
             return deadline
         if timeout == 0:
-            raise TimeoutError("ring's consumer lock is busy")
+            raise TimeoutError("the ring's consumer lock is busy")
         self._lock(lock, deadline, self._repair_consumer)
         return deadline
 
@@ -731,7 +854,7 @@ class Ring:
                     pad = cap - off
                     if pad > tail - head:
                         raise CorruptedError(f"ring padding record at {head} overruns the tail ({tail})")
-                    self._publish_head(head + pad, 0)
+                    self._publish_head(head + pad)
                     continue
                 rec = (n + 15) & ~7
                 if kind != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
@@ -751,10 +874,8 @@ class Ring:
     def _has_data(self) -> bool:
         return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
 
-    def _publish_head(self, head: int, messages: int) -> None:
+    def _publish_head(self, head: int) -> None:
         av = self._av
-        if messages:
-            av.fetch_add64(OFF_GOT_COUNT, messages)
         av.store64_seq_cst(OFF_HEAD, head)
         if av.load32(OFF_PRODUCER_WAITING):
             self._space_sem.release()
@@ -763,7 +884,16 @@ class Ring:
         """Take the oldest message, waiting for one; raises ``TimeoutError``
         when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
         ring is drained."""
-        deadline = self._take_consumer_lock(timeout)
+        lock = self._clock
+        deadline = None
+        if timeout is None:  # inlined fast path, as in put()
+            try:
+                if not lock.acquire(0):
+                    self._lock(lock, None, self._repair_consumer)
+            except OwnerDiedError:
+                self._repair_consumer(lock)
+        else:
+            deadline = self._take_consumer_lock(timeout)
         try:
             head = self._load64(OFF_HEAD)
             tail = self._tail_seen
@@ -781,10 +911,12 @@ class Ring:
             else:
                 head, tail, pos, n = self._wait_message(deadline, timeout == 0)
                 rec = (n + 15) & ~7
-            data = self._buf[pos:pos + n].tobytes()
-            self._publish_head(head + rec, 1)
+            data = self._read(n, pos)
+            self._store64_seq_cst(OFF_HEAD, head + rec)
+            if self._load32(OFF_PRODUCER_WAITING):
+                self._space_sem.release()
         finally:
-            self._clock.release()
+            lock.release()
         return data
 
     def get_nowait(self) -> bytes:
@@ -805,9 +937,9 @@ class Ring:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
             cap = self.capacity
             maxmsg = self.max_message_size
-            buf = self._buf
+            read = self._read
             load64 = self._load64
-            append(buf[pos:pos + n].tobytes())
+            append(read(n, pos))
             head += (n + 15) & ~7
             while len(out) < max_messages:
                 if head == tail:
@@ -820,14 +952,13 @@ class Ring:
                     if hdr >> 32 == KIND_PAD and cap - off <= tail - head:
                         head += cap - off
                         continue
-                    self._publish_head(head, len(out))
+                    self._publish_head(head)
                     raise CorruptedError(
                         f"ring record at position {head} is corrupted (kind={hdr >> 32:#x}, length={n})"
                     )
-                pos = HEADER_SIZE + off + 8
-                append(buf[pos:pos + n].tobytes())
+                append(read(n, HEADER_SIZE + off + 8))
                 head += rec
-            self._publish_head(head, len(out))
+            self._publish_head(head)
         finally:
             self._clock.release()
         return out
@@ -846,18 +977,30 @@ class Ring:
         deadline = self._take_consumer_lock(timeout)
         try:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
-            view = self._buf[pos:pos + n].toreadonly()
+            view, exports = self._fresh_view(pos, n)
+            view = view.toreadonly()
         except BaseException:
             self._clock.release()
             raise
-        return _MessageView(self, view, head + _record_size(n))
+        return _MessageView(self, view, head + _record_size(n), exports)
+
+    def _fresh_view(self, pos: int, n: int) -> "tuple[memoryview, int]":
+        """A view of [pos, pos+n) through its own export of the segment, and
+        the segment's export count without it: anything derived from the view
+        keeps that export alive, which is how the exits detect it."""
+        seg = self._seg
+        exports = seg.exports
+        base = memoryview(seg)
+        view = base[pos:pos + n]
+        base.release()
+        return view, exports
 
     # ---- arrays ------------------------------------------------------------
     def put_array(self, array: Any, timeout: Optional[float] = None) -> None:
         """Queue a numpy array with its dtype and shape (one copy, into the ring)."""
         from ._arrays import array_header, encoded_size
 
-        np_array = _numpy().ascontiguousarray(array)
+        np_array = _numpy().asarray(array, order="C")
         header = array_header(np_array)
         with self.reserve(encoded_size(header, np_array), timeout) as buf:
             buf[: len(header)] = header
@@ -881,16 +1024,38 @@ class Ring:
 
     # ---- queries -------------------------------------------------------
     def __len__(self) -> int:
-        """Messages waiting (a snapshot; other processes may change it)."""
-        av = self._av
-        got = av.load64(OFF_GOT_COUNT)
-        put = av.load64(OFF_PUT_COUNT)
-        return max(0, min(put - got, self.capacity // RECORD_HEADER))
+        """Messages waiting (a snapshot; other processes may change it).
+
+        Counts the records between head and tail.  A producer only ever
+        overwrites space behind ``head``, so a walk during which ``head`` did
+        not move read only intact records; otherwise it walks again."""
+        cap = self.capacity
+        load64 = self._load64
+        count = 0
+        for _ in range(100):
+            head, tail = self._indices()
+            count = 0
+            pos = head
+            while pos < tail:
+                off = pos % cap
+                hdr = load64(HEADER_SIZE + off)
+                kind = hdr >> 32
+                if kind == KIND_PAD:
+                    pos += cap - off
+                    continue
+                n = hdr & _LEN_MASK
+                if kind != KIND_MSG or n > self.max_message_size:
+                    break
+                pos += (n + 15) & ~7
+                count += 1
+            if load64(OFF_HEAD) == head:
+                if pos != tail:
+                    raise CorruptedError(f"ring records between {head} and {tail} are corrupted")
+                return count
+        return count  # consumers kept moving: the last walk is a fair snapshot
 
     def empty(self) -> bool:
-        head, tail = self._indices()
-        if tail == head:
-            return True
+        """True when no message is waiting (a snapshot)."""
         return len(self) == 0
 
     def full(self) -> bool:
@@ -915,7 +1080,7 @@ class Ring:
         buf = self.__dict__.pop("_buf", None)
         if buf is not None and buf is not _DETACHED:
             buf.release()
-        for name in ("_load64", "_load32", "_store64"):
+        for name in ("_load64", "_load32", "_store64", "_store64_seq_cst", "_read", "_write", "put", "get"):
             self.__dict__.pop(name, None)
 
     def detach(self) -> None:

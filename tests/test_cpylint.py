@@ -6,7 +6,10 @@
   order (never nested, never left open; Py_BLOCK/UNBLOCK_THREADS only inside);
 * no PyModule_AddObject( (it steals a reference only on success) outside the
   3.9 compat shim in shmipc.h;
-* PyArg_Parse* format strings end in ":name", so errors name the function.
+* PyArg_Parse* format strings end in ":name", so errors name the function;
+* no PyErr_SetObject(PyExc_OSError, ...): on Python 3.9/3.10 it leaves the
+  raised type OSError, which `except FileNotFoundError` misses; use
+  shmipc_raise_oserror (errors.c), which raises errno's subclass.
 
 The checkers are tested on bad snippets too, so they can fail.
 """
@@ -105,7 +108,12 @@ def format_problems(text: str) -> List[str]:
     code = strip_c(text, keep_strings=True)
     problems = []
     for m in re.finditer(r"\bPyArg_Parse(TupleAndKeywords|Tuple)\s*\(", code):
-        literal = re.match(r'[^"]*?((?:"(?:[^"\\]|\\.)*"\s*)+)', code[m.end() :], re.S)
+        rest = code[m.end() :]
+        if m.group(1) == "Tuple" and re.match(r"\s*\w+\s*,\s*[A-Za-z_]\w*\s*,", rest):
+            # The format is a parameter (a helper such as parse_semid): its
+            # callers pass the literal, and are checked by the next test.
+            continue
+        literal = re.match(r'[^"]*?((?:"(?:[^"\\]|\\.)*"\s*)+)', rest, re.S)
         if literal is None:
             problems.append(f"line {code[: m.start()].count(chr(10)) + 1}: format is not a literal")
             continue
@@ -116,6 +124,12 @@ def format_problems(text: str) -> List[str]:
 
 
 # ---- the checks over csrc/ --------------------------------------------------
+
+
+def test_helper_formats_are_literals_naming_the_function():
+    text = strip_c((CSRC / "semaphore.c").read_text(), keep_strings=True)
+    for fmt in re.findall(r'parse_semid\(\s*\w+\s*,\s*"([^"]*)"', text):
+        assert re.search(r":\w+$", fmt), fmt
 
 
 def test_there_is_c_to_check():
@@ -143,6 +157,25 @@ def test_no_pymodule_addobject(path):
 @pytest.mark.parametrize("path", C_FILES, ids=lambda p: p.name)
 def test_argument_formats_name_the_function(path):
     assert not format_problems(path.read_text())
+
+
+def set_oserror_problems(text: str) -> List[str]:
+    code = strip_c(text)
+    return [
+        f"line {code[: m.start()].count(chr(10)) + 1}"
+        for m in re.finditer(r"\bPyErr_SetObject\s*\(\s*PyExc_OSError\b", code)
+    ]
+
+
+@pytest.mark.parametrize("path", C_FILES, ids=lambda p: p.name)
+def test_oserror_raised_as_its_errno_subclass(path):
+    assert not set_oserror_problems(path.read_text()), "use shmipc_raise_oserror(args)"
+
+
+def test_set_oserror_checker_catches_mistakes():
+    bad = "/* PyErr_SetObject(PyExc_OSError, a) */\nPyErr_SetObject( PyExc_OSError, args);\n"
+    assert set_oserror_problems(bad) == ["line 2"]
+    assert set_oserror_problems("PyErr_SetObject(PyExc_FileNotFoundError, args);") == []
 
 
 # ---- the checkers themselves ---------------------------------------------------

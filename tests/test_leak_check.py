@@ -68,7 +68,10 @@ def test_leak_check_fails_the_run_and_names_the_leaks(shm, tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "1 passed" in out  # the test itself passed; the check failed the run
-    assert "shmipc leak check: 3 kernel object(s)" in out, out
+    # At least the three deliberate leaks (other developers' runs on this
+    # machine may add theirs to an inner run's view; CI runs alone).
+    count = int(out.split("shmipc leak check: ")[1].split(" kernel object")[0])
+    assert count >= 3, out
     assert f"key={leak_key:#010x}" in out
     assert f"key={foreign_key:#010x}" not in out
     assert "semaphore set" in out and "/dev/shm/shmipc-test-r" in out

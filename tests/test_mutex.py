@@ -522,3 +522,17 @@ def test_sigint_interrupts_a_blocked_acquire(mutex, ctx):
 
 def test_reexported_from_package():
     assert shmipc.RobustMutex is RobustMutex
+
+
+def test_acquire_with_empty_kwnames_tuple_waits_forever_form(mutex):
+    # PEP 590 lets a C caller pass kwnames=() instead of NULL for "no
+    # keyword arguments": that is acquire() with no timeout, not a read of
+    # an argument that is not there.
+    import ctypes
+
+    call = ctypes.pythonapi.PyObject_Vectorcall
+    call.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_size_t, ctypes.py_object]
+    call.restype = ctypes.py_object
+    assert call(mutex.acquire, None, 0, ()) is True
+    assert mutex._held
+    mutex.release()

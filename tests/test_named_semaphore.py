@@ -8,9 +8,10 @@ import stat
 import sys
 import threading
 import time
-import uuid
 
 import pytest
+
+import _leaks
 
 import shmipc
 from shmipc import NamedSemaphore, _core, unlink_semaphore
@@ -28,7 +29,7 @@ def new_name():
     made = []
 
     def make():
-        name = f"/shmipc-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        name = _leaks.posix_name("ns")
         made.append(name)
         return name
 

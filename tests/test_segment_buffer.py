@@ -363,3 +363,30 @@ def test_detach_racing_large_copies_in_other_threads(shm):
         # results: some completed copies (all correct), then only "detached"
         done = [r for r in results if r != "detached"]
         assert all(done) and results == done + ["detached"] * (len(results) - len(done))
+
+
+# ---- arguments that run Python code --------------------------------------------------
+
+
+def test_read_size_index_that_detaches_raises_instead_of_crashing(seg):
+    # size's __index__ runs Python code after the offset is converted: it may
+    # detach the segment, and the copy must then not touch the unmapped pages.
+    class DetachingSize:
+        def __index__(self):
+            seg.detach()
+            return 16
+
+    with pytest.raises(ValueError, match="detached"):
+        seg.read(DetachingSize())
+    assert seg.closed
+
+
+def test_write_offset_index_that_detaches_raises_instead_of_crashing(seg):
+    class DetachingOffset:
+        def __index__(self):
+            seg.detach()
+            return 0
+
+    with pytest.raises(ValueError, match="detached"):
+        seg.write(b"x", DetachingOffset())
+    assert seg.closed

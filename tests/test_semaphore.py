@@ -700,3 +700,20 @@ def test_permissions_as_unprivileged_user(make_sem, sem_key):
         assert _finish(proc) == 30  # the new owner may use it
     finally:
         _kill(proc)
+
+
+def test_semop_ops_list_shrunk_by_an_item_raises_instead_of_crashing(make_sem):
+    # Parsing a triple that is not a list or tuple iterates it (Python code);
+    # clearing the ops list from there must not make the parser read freed
+    # list items: the ops are a snapshot taken before parsing.
+    sem = make_sem(0)
+    ops = []
+
+    class ShrinkingTriple:
+        def __iter__(self):
+            ops.clear()
+            return iter((0, 1, 0))
+
+    ops.extend([ShrinkingTriple(), (0, 1, 0), (0, 1, 0)])
+    assert sem.semop(ops) is True
+    assert ops == [] and sem.value == 3

@@ -438,3 +438,21 @@ def test_sigint_interrupts_a_blocked_acquire(sem, ctx):
 
 def test_reexported_from_package():
     assert shmipc.SharedSemaphore is SharedSemaphore
+
+
+def _vectorcall_with_empty_kwnames(method):
+    """method() through PyObject_Vectorcall with kwnames=() instead of NULL,
+    which PEP 590 allows a C caller to pass for "no keyword arguments"."""
+    import ctypes
+
+    call = ctypes.pythonapi.PyObject_Vectorcall
+    call.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_size_t, ctypes.py_object]
+    call.restype = ctypes.py_object
+    return call(method, None, 0, ())
+
+
+def test_release_with_empty_kwnames_tuple_is_release_one(sem):
+    assert _vectorcall_with_empty_kwnames(sem.release) is None
+    assert sem.value == 1
+    assert _vectorcall_with_empty_kwnames(sem.acquire) is True
+    assert sem.value == 0
