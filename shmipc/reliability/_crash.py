@@ -1,11 +1,11 @@
 """Figures 3 to 6: processes killed inside put, inside get, inside a
 critical section, and how fast a dead peer is noticed.
 
-Deterministic injection points use a private hook: the victim replaces one
-of its own Ring handle's private methods (``_publish_tail``,
-``_publish_head``) with a wrapper that kills the process with ``SIGKILL``
-right before or after the real step, or kills itself inside a
-``reserve``/``get_view`` block.  Random points use a ``SIGKILL`` from the
+Deterministic injection points use a private hook: the victim wraps its
+own Ring handle's AtomicView (a private attribute) so that the process
+kills itself with ``SIGKILL`` right before or right after the one store
+that commits a message (``tail``) or consumes it (``head``), or kills itself
+inside a ``reserve``/``get_view`` block.  Random points use a ``SIGKILL`` from the
 parent at a random moment, and a ``SIGALRM`` timer with the default action
 (the kernel terminates the process wherever it is, mid-``memcpy``
 included).
