@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: help venv build test lint typecheck bench bench-quick demo wheels check-dist reliability sanitize valgrind clean
+.PHONY: help venv build test lint typecheck bench bench-quick demo wheels check-dist reliability reliability-long fuzz sanitize valgrind clean
 
 help:
-	@echo "targets: venv build test lint typecheck bench bench-quick demo wheels check-dist reliability sanitize valgrind clean"
+	@echo "targets: venv build test lint typecheck bench bench-quick demo wheels check-dist reliability reliability-long fuzz sanitize valgrind clean"
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,12 +51,20 @@ check-dist: $(VPY)
 reliability: venv
 	$(VPY) -m shmipc.reliability --quick
 
+reliability-long: venv
+	$(VPY) -m pip install -q -e '.[test,fuzz]'
+	$(VPY) -m shmipc.reliability --long --json reliability-long.json
+
+fuzz: venv
+	$(VPY) -m pip install -q -e '.[test,fuzz]'
+	$(VPY) -m shmipc.reliability --only fuzz
+
 sanitize: $(VPY)
 	SHMIPC_SANITIZE=1 $(VPY) -m pip install -q -e '.[test]'
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 $(VPY) -m pytest -p no:cacheprovider
 
 valgrind: venv
-	PYTHONMALLOC=malloc valgrind --error-exitcode=1 --errors-for-leak-kinds=none -q $(VPY) -m pytest -x -q tests/test_segment.py
+	$(VPY) -m shmipc.reliability --long --only sanitizers
 
 clean:
 	rm -rf build dist *.egg-info shmipc/*.so .pytest_cache wheelhouse

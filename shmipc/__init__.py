@@ -94,3 +94,10 @@ __all__ += [
     "unlink_semaphore",
 ]
 # ---- end of issue 3 block ----
+
+# ---- stale-object cleanup (cleanup.py)
+from .cleanup import StaleObject, cleanup  # noqa: E402
+
+__all__ += ["StaleObject", "cleanup"]
+# ---- end of cleanup block
+

@@ -61,6 +61,17 @@ def decode_array(view: Any) -> Any:
     """A zero-copy array over an array message (read-only if *view* is)."""
     numpy = _numpy()
     mv = memoryview(view)
+    try:
+        return _decode(numpy, mv)
+    except BaseException:
+        # A failed decode must not leave an export of *view* behind (the
+        # traceback keeps this frame alive): Ring.get_view()'s exit would then
+        # refuse to free the message and raise BufferError instead of this.
+        mv.release()
+        raise
+
+
+def _decode(numpy: Any, mv: memoryview) -> Any:
     size = mv.nbytes
     if size < 8:
         raise ValueError("message is too short to be an array")

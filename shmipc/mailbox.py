@@ -192,11 +192,17 @@ class Mailbox:
         self.overwrite = mode == MODE_LATEST
         self._stride = _slot_stride(max_size)
         self._buf = memoryview(seg)
+        # Listed as each is attached, so that a failure half-way (a garbage
+        # semaphore or mutex) releases the ones already made.
+        self._prims = ()
         self._may_write = SharedSemaphore.attach(seg, OFF_MAY_WRITE)
+        self._prims += (self._may_write,)
         self._may_read = SharedSemaphore.attach(seg, OFF_MAY_READ)
+        self._prims += (self._may_read,)
         self._doorbell = SharedSemaphore.attach(seg, OFF_DOORBELL)
+        self._prims += (self._doorbell,)
         self._writer_lock = RobustMutex.attach(seg, OFF_WRITER_LOCK)
-        self._prims = (self._may_write, self._may_read, self._doorbell, self._writer_lock)
+        self._prims += (self._writer_lock,)
         self._seen = 0  # latest value: the sequence of the last value received
         self.missed = 0  #: latest value: values skipped before the last recv()
 

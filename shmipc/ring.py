@@ -48,8 +48,10 @@ Crash semantics (what a ``SIGKILL`` at any point can do):
   filling is simply reused.
 * A consumer killed inside ``get`` before it advanced ``head`` leaves the
   message queued: the next consumer receives it.  Killed after advancing
-  ``head`` (the copy is done, the call has not returned), that one message
-  is lost.  Nothing else is ever lost, duplicated or reordered.
+  ``head`` (the copy is done, the call has not returned), what that call
+  took is lost: one message for ``get``/``get_view``, the whole batch for
+  ``get_many`` (up to *max_messages*).  Nothing else is ever lost,
+  duplicated or reordered.
 * The doorbell semaphores carry no state that matters: a lost or extra post
   only costs a wake-up, because the indices are the truth.
 * A killed process never leaves a lock held for the others: the next locker
@@ -539,13 +541,21 @@ class Ring:
                     wait = 0
             try:
                 if lock.acquire(wait):
-                    return
+                    break
             except OwnerDiedError:
                 repair(lock)
                 return
             if wait == 0:
                 raise TimeoutError("timed out waiting for the ring's lock")
             self._check_removed()
+        # We waited: the holder may have left because the segment was removed
+        # (its own wait noticed).  Check now rather than after a whole sleep
+        # slice of our own, so every waiter hears of IPC_RMID within one slice.
+        try:
+            self._check_removed()
+        except BaseException:
+            lock.release()
+            raise
 
     def _repair_producer(self, lock: Any) -> bool:
         # The dead producer published nothing partial (tail is the commit);

@@ -251,3 +251,15 @@ def test_pickle_by_reference(box):
         assert clone.shmid == box.shmid
     finally:
         clone.detach()
+
+
+@pytest.mark.parametrize("offset", [mb_mod.OFF_MAY_READ, mb_mod.OFF_DOORBELL, mb_mod.OFF_WRITER_LOCK])
+def test_garbage_primitive_fails_attach_cleanly(box, offset):
+    # Found by fuzz/fuzz_layout.py: a garbage semaphore or mutex after the
+    # first one left the earlier ones attached, so attach() raised
+    # BufferError from its cleanup instead of the real error.
+    seg = box.segment
+    seg.write(b"\xff" * 64, offset=offset)
+    with pytest.raises(ValueError):
+        shmipc.Mailbox.attach(shmid=box.shmid)
+    assert seg.stat().nattch == 1  # the failed attach detached again

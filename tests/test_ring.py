@@ -584,3 +584,15 @@ def test_producer_killed_holding_lock_blocks_nobody():
         assert r.empty()
     finally:
         cleanup(r)
+
+
+def test_get_array_of_a_non_array_message_raises_valueerror(ring):
+    # Found by fuzz/fuzz_layout.py: decode_array's failed attempt kept an
+    # export of the message view alive, so get_view()'s exit raised
+    # BufferError instead of the ValueError and the ring could not detach.
+    ring.put(b"not an array at all")
+    with pytest.raises(ValueError, match="not an array"):
+        ring.get_array(timeout=0)
+    ring.put(b"next")
+    assert ring.get(timeout=0) == b"next"
+    # (the fixture's detach() fails with BufferError if an export leaked)
