@@ -42,6 +42,12 @@ demo: venv
 wheels:
 	bash .ci/wheels.sh
 
+check-dist: $(VPY)
+	$(VPY) -m pip install -q build
+	rm -rf dist
+	$(VPY) -m build --sdist --outdir dist .
+	$(VPY) .ci/check_sdist.py dist/*.tar.gz
+
 reliability: venv
 	$(VPY) -m shmipc.reliability --quick
 

@@ -431,40 +431,52 @@ AtomicView_get_obj(AtomicViewObject *self, void *closure)
     {#name, (PyCFunction)(void (*)(void))AtomicView_##name, METH_FASTCALL, doc}
 
 static PyMethodDef AtomicView_methods[] = {
-    FASTCALL(load32, "load32(off)\n--\n\nAtomic 32-bit load (acquire)."),
-    FASTCALL(load64, "load64(off)\n--\n\nAtomic 64-bit load (acquire)."),
-    FASTCALL(store32, "store32(off, v)\n--\n\nAtomic 32-bit store (release)."),
-    FASTCALL(store64, "store64(off, v)\n--\n\nAtomic 64-bit store (release)."),
+    FASTCALL(load32, "load32($self, off, /)\n--\n\n"
+                     "Atomic 32-bit load (acquire)."),
+    FASTCALL(load64, "load64($self, off, /)\n--\n\n"
+                     "Atomic 64-bit load (acquire)."),
+    FASTCALL(store32, "store32($self, off, v, /)\n--\n\n"
+                      "Atomic 32-bit store (release)."),
+    FASTCALL(store64, "store64($self, off, v, /)\n--\n\n"
+                      "Atomic 64-bit store (release)."),
     FASTCALL(store32_seq_cst,
-             "store32_seq_cst(off, v)\n--\n\nAtomic 32-bit store (seq_cst)."),
+             "store32_seq_cst($self, off, v, /)\n--\n\n"
+             "Atomic 32-bit store (seq_cst)."),
     FASTCALL(store64_seq_cst,
-             "store64_seq_cst(off, v)\n--\n\nAtomic 64-bit store (seq_cst)."),
+             "store64_seq_cst($self, off, v, /)\n--\n\n"
+             "Atomic 64-bit store (seq_cst)."),
     FASTCALL(exchange32,
-             "exchange32(off, v)\n--\n\nStore v, return the old value "
+             "exchange32($self, off, v, /)\n--\n\n"
+             "Store v, return the old value "
              "(seq_cst)."),
     FASTCALL(exchange64,
-             "exchange64(off, v)\n--\n\nStore v, return the old value "
+             "exchange64($self, off, v, /)\n--\n\n"
+             "Store v, return the old value "
              "(seq_cst)."),
     FASTCALL(compare_exchange32,
-             "compare_exchange32(off, expected, desired)\n--\n\nIf the value "
+             "compare_exchange32($self, off, expected, desired, /)\n--\n\n"
+             "If the value "
              "is expected, store desired and return True; else False "
              "(strong, seq_cst)."),
     FASTCALL(compare_exchange64,
-             "compare_exchange64(off, expected, desired)\n--\n\nIf the value "
+             "compare_exchange64($self, off, expected, desired, /)\n--\n\n"
+             "If the value "
              "is expected, store desired and return True; else False "
              "(strong, seq_cst)."),
     FASTCALL(fetch_add32,
-             "fetch_add32(off, delta)\n--\n\nAdd delta modulo 2**32, return "
+             "fetch_add32($self, off, delta, /)\n--\n\n"
+             "Add delta modulo 2**32, return "
              "the old value (seq_cst)."),
     FASTCALL(fetch_add64,
-             "fetch_add64(off, delta)\n--\n\nAdd delta modulo 2**64, return "
+             "fetch_add64($self, off, delta, /)\n--\n\n"
+             "Add delta modulo 2**64, return "
              "the old value (seq_cst)."),
     {"fence", (PyCFunction)AtomicView_fence, METH_NOARGS,
-     "fence()\n--\n\nA seq_cst thread fence."},
+     "fence($self)\n--\n\nA seq_cst thread fence."},
     {"release", (PyCFunction)AtomicView_release, METH_NOARGS,
-     "release()\n--\n\nDrop the buffer export.  Idempotent."},
+     "release($self)\n--\n\nDrop the buffer export.  Idempotent."},
     {"close", (PyCFunction)AtomicView_release, METH_NOARGS,
-     "close()\n--\n\nSame as release()."},
+     "close($self)\n--\n\nSame as release()."},
     {"__enter__", (PyCFunction)AtomicView_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)AtomicView_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

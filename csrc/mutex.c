@@ -276,7 +276,7 @@ lock_result(RobustMutexObject *self, int rc, const char *call)
                         "the previous owner of the mutex died while holding "
                         "it; the lock is now held by this thread: repair the "
                         "state it protects, call mark_consistent(), then "
-                        "release()");
+                        "release($self)");
         return NULL;
     case ENOTRECOVERABLE: {
         PyObject *args = Py_BuildValue(
@@ -432,7 +432,7 @@ RobustMutex_release(RobustMutexObject *self, PyObject *Py_UNUSED(ignored))
             self->held = 0;  /* it was released through another object */
         }
         PyErr_SetString(PyExc_RuntimeError,
-                        "release() of a mutex this thread does not hold");
+                        "release($self) of a mutex this thread does not hold");
         return NULL;
     }
     return shmipc_raise_errno(rc, "pthread_mutex_unlock");
@@ -448,7 +448,7 @@ RobustMutex_mark_consistent(RobustMutexObject *self,
     }
     if (!self->held || !pthread_equal(self->holder, pthread_self())) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "mark_consistent() needs the lock held by this "
+                        "mark_consistent($self) needs the lock held by this "
                         "thread, taken through this object (acquire() raised "
                         "OwnerDiedError)");
         return NULL;
@@ -456,7 +456,7 @@ RobustMutex_mark_consistent(RobustMutexObject *self,
     rc = pthread_mutex_consistent(self->mutex);
     if (rc == EINVAL) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "mark_consistent(): the mutex is not in the "
+                        "mark_consistent($self): the mutex is not in the "
                         "owner-died state");
         return NULL;
     }
@@ -547,18 +547,20 @@ RobustMutex_get_held(RobustMutexObject *self, void *closure)
 static PyMethodDef RobustMutex_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))RobustMutex_acquire,
      METH_FASTCALL | METH_KEYWORDS,
-     "acquire(timeout=None)\n--\n\nLock; True when acquired, False on "
+     "acquire($self, timeout=None)\n--\n\nLock; True when acquired, False on "
      "timeout.  Raises OwnerDiedError, with the lock held, when the previous "
      "owner died holding it."},
     {"release", (PyCFunction)RobustMutex_release, METH_NOARGS,
-     "release()\n--\n\nUnlock (RuntimeError if this thread does not hold "
+     "release($self)\n--\n\nUnlock (RuntimeError if this thread does not hold "
      "it)."},
     {"mark_consistent", (PyCFunction)RobustMutex_mark_consistent,
      METH_NOARGS,
-     "mark_consistent()\n--\n\nAfter OwnerDiedError: declare the protected "
+     "mark_consistent($self)\n--\n\n"
+     "After OwnerDiedError: declare the protected "
      "state repaired (pthread_mutex_consistent)."},
     {"close", (PyCFunction)RobustMutex_close, METH_NOARGS,
-     "close()\n--\n\nDrop the buffer export.  Idempotent; RuntimeError while "
+     "close($self)\n--\n\n"
+     "Drop the buffer export.  Idempotent; RuntimeError while "
      "held through this object or while threads wait in acquire()."},
     {"__enter__", (PyCFunction)RobustMutex_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)RobustMutex_exit, METH_VARARGS, NULL},
@@ -622,7 +624,7 @@ shmipc_add_mutex(PyObject *module, shmipc_state *st)
         "The previous owner of a RobustMutex died while holding it.\n\n"
         "Raised by acquire() WITH THE LOCK HELD: repair the protected state, "
         "call mark_consistent(), then release().  Releasing without "
-        "mark_consistent() makes the mutex unrecoverable.",
+        "mark_consistent($self) makes the mutex unrecoverable.",
         PyExc_RuntimeError, NULL);
     if (st->owner_died_error == NULL ||
         PyModule_AddObjectRef(module, "OwnerDiedError",

@@ -553,12 +553,14 @@ NamedSemaphore_get_inflight(NamedSemaphoreObject *self, void *closure)
 static PyMethodDef NamedSemaphore_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))NamedSemaphore_acquire,
      METH_FASTCALL | METH_KEYWORDS,
-     "acquire(timeout=None)\n--\n\nsem_wait with a timeout in seconds; True "
+     "acquire($self, timeout=None)\n--\n\n"
+     "sem_wait with a timeout in seconds; True "
      "when acquired, False on timeout.  timeout=0 never blocks."},
     {"release", (PyCFunction)NamedSemaphore_release, METH_NOARGS,
-     "release()\n--\n\nsem_post."},
+     "release($self)\n--\n\nsem_post."},
     {"close", (PyCFunction)NamedSemaphore_close, METH_NOARGS,
-     "close()\n--\n\nsem_close this handle.  Idempotent; RuntimeError while "
+     "close($self)\n--\n\n"
+     "sem_close this handle.  Idempotent; RuntimeError while "
      "threads are blocked in acquire()."},
     {"__enter__", (PyCFunction)NamedSemaphore_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)NamedSemaphore_exit, METH_VARARGS, NULL},
@@ -884,13 +886,15 @@ SharedSemaphore_get_inflight(SharedSemaphoreObject *self, void *closure)
 static PyMethodDef SharedSemaphore_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))SharedSemaphore_acquire,
      METH_FASTCALL | METH_KEYWORDS,
-     "acquire(timeout=None)\n--\n\nsem_wait with a timeout in seconds; True "
+     "acquire($self, timeout=None)\n--\n\n"
+     "sem_wait with a timeout in seconds; True "
      "when acquired, False on timeout.  timeout=0 never blocks."},
     {"release", (PyCFunction)(void (*)(void))SharedSemaphore_release,
      METH_FASTCALL | METH_KEYWORDS,
-     "release(n=1)\n--\n\nsem_post n times."},
+     "release($self, n=1)\n--\n\nsem_post n times."},
     {"close", (PyCFunction)SharedSemaphore_close, METH_NOARGS,
-     "close()\n--\n\nDrop the buffer export.  Idempotent; RuntimeError while "
+     "close($self)\n--\n\n"
+     "Drop the buffer export.  Idempotent; RuntimeError while "
      "threads are blocked in acquire()."},
     {"__enter__", (PyCFunction)SharedSemaphore_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SharedSemaphore_exit, METH_VARARGS, NULL},
@@ -933,7 +937,7 @@ static PyType_Spec SharedSemaphore_spec = {
 
 static PyMethodDef posix_semaphore_functions[] = {
     {"sem_unlink", core_sem_unlink, METH_O,
-     "sem_unlink(name)\n--\n\nRemove a named semaphore (its name must start "
+     "sem_unlink(name, /)\n--\n\nRemove a named semaphore (its name must start "
      "with '/')."},
     {NULL, NULL, 0, NULL},
 };

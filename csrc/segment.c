@@ -717,17 +717,19 @@ Segment_get_address(SegmentObject *self, void *closure)
 
 static PyMethodDef Segment_methods[] = {
     {"detach", (PyCFunction)Segment_detach, METH_NOARGS,
-     "detach()\n--\n\nshmdt() the mapping.  Idempotent; raises BufferError "
+     "detach($self)\n--\n\n"
+     "shmdt() the mapping.  Idempotent; raises BufferError "
      "while buffers are exported."},
     {"read", (PyCFunction)(void (*)(void))Segment_read,
      METH_FASTCALL | METH_KEYWORDS,
-     "read(size=None, offset=0)\n--\n\nCopy bytes out of the segment."},
+     "read($self, size=None, offset=0)\n--\n\nCopy bytes out of the segment."},
     {"write", (PyCFunction)(void (*)(void))Segment_write,
      METH_FASTCALL | METH_KEYWORDS,
-     "write(data, offset=0)\n--\n\nCopy bytes into the segment; returns the "
+     "write($self, data, offset=0)\n--\n\n"
+     "Copy bytes into the segment; returns the "
      "number written."},
     {"prefault", (PyCFunction)Segment_prefault, METH_NOARGS,
-     "prefault()\n--\n\nFault every page of the mapping in now."},
+     "prefault($self)\n--\n\nFault every page of the mapping in now."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -779,15 +781,17 @@ static PyType_Spec Segment_spec = {
 
 static PyMethodDef segment_functions[] = {
     {"ftok", core_ftok, METH_VARARGS,
-     "ftok(path, proj_id)\n--\n\nMake an IPC key from a path and a project id."},
+     "ftok(path, proj_id, /)\n--\n\n"
+     "Make an IPC key from a path and a project id."},
     {"shmget", core_shmget, METH_VARARGS,
-     "shmget(key, size, flags)\n--\n\nCreate or look up a segment; its id."},
+     "shmget(key, size, flags, /)\n--\n\nCreate or look up a segment; its id."},
     {"shm_stat", core_shm_stat, METH_VARARGS,
-     "shm_stat(shmid)\n--\n\nshmctl(IPC_STAT) as a tuple."},
+     "shm_stat(shmid, /)\n--\n\nshmctl(IPC_STAT) as a tuple."},
     {"shm_set", core_shm_set, METH_VARARGS,
-     "shm_set(shmid, uid, gid, mode)\n--\n\nshmctl(IPC_SET); -1 keeps a field."},
+     "shm_set(shmid, uid, gid, mode, /)\n--\n\n"
+     "shmctl(IPC_SET); -1 keeps a field."},
     {"shm_remove", core_shm_remove, METH_VARARGS,
-     "shm_remove(shmid)\n--\n\nshmctl(IPC_RMID)."},
+     "shm_remove(shmid, /)\n--\n\nshmctl(IPC_RMID)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -955,44 +955,45 @@ Semaphore_get_removed(SemaphoreObject *self, void *closure)
 
 static PyMethodDef Semaphore_methods[] = {
     {"acquire", CF(Semaphore_acquire), KW,
-     "acquire(timeout=None, *, n=1, undo=False, index=0)\n--\n\n"
+     "acquire($self, timeout=None, *, n=1, undo=False, index=0)\n--\n\n"
      "Subtract n from semaphore `index`, waiting until that is possible.\n"
      "True when done, False when `timeout` seconds ran out (timeout=0 never\n"
      "blocks).  undo=True adds SEM_UNDO: the kernel gives n back if this\n"
      "process dies."},
     {"release", CF(Semaphore_release), KW,
-     "release(n=1, *, undo=False, index=0)\n--\n\n"
+     "release($self, n=1, *, undo=False, index=0)\n--\n\n"
      "Add n to semaphore `index` (never blocks).  undo=True adds SEM_UNDO:\n"
      "the kernel takes n back when this process exits."},
     {"wait_zero", CF(Semaphore_wait_zero), KW,
-     "wait_zero(timeout=None, *, index=0)\n--\n\n"
+     "wait_zero($self, timeout=None, *, index=0)\n--\n\n"
      "Wait until semaphore `index` is zero.  True, or False on timeout."},
     {"semop", CF(Semaphore_semop), KW,
-     "semop(ops, timeout=None)\n--\n\n"
+     "semop($self, ops, timeout=None)\n--\n\n"
      "Apply (index, delta, flags) triples atomically in one semop() call.\n"
      "flags combine SEM_UNDO and IPC_NOWAIT.  True when applied, False on\n"
      "timeout or when an IPC_NOWAIT operation would block."},
     {"value_of", CF(Semaphore_value_of), KW,
-     "value_of(index=0)\n--\n\nsemctl(GETVAL): the value of one semaphore."},
+     "value_of($self, index=0)\n--\n\n"
+     "semctl(GETVAL): the value of one semaphore."},
     {"set_value", CF(Semaphore_set_value), KW,
-     "set_value(value, index=0)\n--\n\n"
+     "set_value($self, value, index=0)\n--\n\n"
      "semctl(SETVAL).  Clears every process's undo adjustment for it."},
     {"get_values", (PyCFunction)Semaphore_get_values, METH_NOARGS,
-     "get_values()\n--\n\nsemctl(GETALL): every value, as a tuple."},
+     "get_values($self)\n--\n\nsemctl(GETALL): every value, as a tuple."},
     {"set_values", (PyCFunction)Semaphore_set_values, METH_O,
-     "set_values(values)\n--\n\n"
+     "set_values($self, values, /)\n--\n\n"
      "semctl(SETALL): one value per semaphore.  Clears undo adjustments."},
     {"waiting_of", CF(Semaphore_waiting_of), KW,
-     "waiting_of(index=0)\n--\n\n"
+     "waiting_of($self, index=0)\n--\n\n"
      "semctl(GETNCNT): processes waiting for the value to grow."},
     {"zero_waiting_of", CF(Semaphore_zero_waiting_of), KW,
-     "zero_waiting_of(index=0)\n--\n\n"
+     "zero_waiting_of($self, index=0)\n--\n\n"
      "semctl(GETZCNT): processes waiting for the value to be zero."},
     {"last_pid_of", CF(Semaphore_last_pid_of), KW,
-     "last_pid_of(index=0)\n--\n\n"
+     "last_pid_of($self, index=0)\n--\n\n"
      "semctl(GETPID): pid of the last process to operate on it."},
     {"remove", (PyCFunction)Semaphore_remove, METH_NOARGS,
-     "remove()\n--\n\n"
+     "remove($self)\n--\n\n"
      "semctl(IPC_RMID): destroy the set now; every waiter wakes with\n"
      "FileNotFoundError.  Idempotent on this handle."},
     {NULL, NULL, 0, NULL},
@@ -1038,15 +1039,15 @@ static PyType_Spec Semaphore_spec = {
 
 static PyMethodDef semaphore_functions[] = {
     {"semget", core_semget, METH_VARARGS,
-     "semget(key, nsems, flags)\n--\n\nCreate or look up a set; its id."},
+     "semget(key, nsems, flags, /)\n--\n\nCreate or look up a set; its id."},
     {"sem_stat", core_sem_stat, METH_VARARGS,
-     "sem_stat(semid)\n--\n\nsemctl(IPC_STAT) as a tuple: key, semid, mode, "
+     "sem_stat(semid, /)\n--\n\nsemctl(IPC_STAT) as a tuple: key, semid, mode, "
      "uid, gid, cuid, cgid, nsems, otime, ctime."},
     {"sem_set", core_sem_set, METH_VARARGS,
-     "sem_set(semid, uid, gid, mode)\n--\n\nsemctl(IPC_SET); -1 keeps a "
+     "sem_set(semid, uid, gid, mode, /)\n--\n\nsemctl(IPC_SET); -1 keeps a "
      "field."},
     {"sem_remove", core_sem_remove, METH_VARARGS,
-     "sem_remove(semid)\n--\n\nsemctl(IPC_RMID)."},
+     "sem_remove(semid, /)\n--\n\nsemctl(IPC_RMID)."},
     {NULL, NULL, 0, NULL},
 };
 

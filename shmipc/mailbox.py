@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Type
 
 from . import _core
 from .atomics import AtomicView
@@ -509,7 +509,7 @@ class _SlotWrite:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         box = self._box
-        view, self._view = self._view, None
+        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
         box._av.store64(OFF_OWNER, 0)
         try:
             view.release()
@@ -534,7 +534,7 @@ class _SlotRead:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         box = self._box
-        view, self._view = self._view, None
+        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
         box._av.store64(OFF_OWNER, 0)
         try:
             view.release()
@@ -546,5 +546,5 @@ class _SlotRead:
         box._may_write.release()
 
 
-def _attach_by_id(cls: type, shmid: int) -> Mailbox:
+def _attach_by_id(cls: Type[Mailbox], shmid: int) -> Mailbox:
     return cls.attach(shmid=shmid)

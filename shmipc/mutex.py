@@ -18,7 +18,7 @@ The lock belongs to a thread: the thread that acquired it must release it
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Type
 
 from . import _core
 from .segment import Segment
@@ -83,5 +83,5 @@ class RobustMutex(_core.RobustMutex):
         return f"<{type(self).__name__} offset={self.offset} {state}>"
 
 
-def _reattach(cls: type, buffer: Any, offset: int) -> RobustMutex:
+def _reattach(cls: Type[RobustMutex], buffer: Any, offset: int) -> RobustMutex:
     return cls.attach(buffer, offset)

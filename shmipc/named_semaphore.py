@@ -17,8 +17,11 @@ handles keep working after it).
 """
 from __future__ import annotations
 
+import errno
 import os
-from typing import Any
+import stat
+import sys
+from typing import Any, Type
 
 from . import _core
 
@@ -104,7 +107,9 @@ class NamedSemaphore(_core.NamedSemaphore):
     @classmethod
     def open(cls, name: str) -> "NamedSemaphore":
         """Open the existing semaphore *name* (``FileNotFoundError`` if none)."""
-        return cls(_normalize_name(name))
+        name = _normalize_name(name)
+        _check_backing_file(name)
+        return cls(name)
 
     def unlink(self) -> None:
         """Remove this semaphore's name (see :func:`unlink_semaphore`).
@@ -124,5 +129,27 @@ class NamedSemaphore(_core.NamedSemaphore):
         return f"<{type(self).__name__} {self.name!r} value={self.value}>"
 
 
-def _reopen(cls: type, name: str) -> NamedSemaphore:
+def _reopen(cls: Type[NamedSemaphore], name: str) -> NamedSemaphore:
     return cls.open(name)
+
+
+def _check_backing_file(name: str) -> None:
+    """Refuse a /dev/shm file that cannot hold a semaphore.
+
+    glibc's sem_open() maps an existing file without checking its size, so a
+    file squatted under the name (empty, or truncated) would kill the process
+    with SIGBUS at the first touch.  Checked before opening; a file truncated
+    between this check and the open is not caught.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    path = os.path.join("/dev/shm", "sem." + name[1:])
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # missing or unreadable: sem_open() reports it properly
+    if not stat.S_ISREG(info.st_mode) or info.st_size < _core.SharedSemaphore.SIZE:
+        raise OSError(
+            errno.EINVAL,
+            f"{name!r} is not a POSIX semaphore: {path} is {info.st_size} bytes, not a sem_t",
+        )

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Type
 
 from . import _core
 from .atomics import AtomicView
@@ -158,7 +158,7 @@ class _Reservation:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         ring = self._ring
-        view, self._view = self._view, None
+        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
         try:
             view.release()
             # numpy and memoryview slices share the view's export of the
@@ -191,7 +191,7 @@ class _MessageView:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         ring = self._ring
-        view, self._view = self._view, None
+        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
         try:
             view.release()
             if ring._seg.exports > self._exports:
@@ -366,8 +366,8 @@ class Ring:
         # variable costs less than an attribute lookup on self, and these two
         # run once per message.  They shadow the methods below (which hold
         # the same logic and serve after detach()).
-        self.put = self._fast_put()
-        self.get = self._fast_get()
+        self.put = self._fast_put()  # type: ignore[method-assign]  # deliberate shadowing, see above
+        self.get = self._fast_get()  # type: ignore[method-assign]
 
     def _fast_put(self) -> Any:
         ring = self
@@ -1123,7 +1123,7 @@ class Ring:
         )
 
 
-def _attach_by_id(cls: type, shmid: int, spin: float) -> Ring:
+def _attach_by_id(cls: Type[Ring], shmid: int, spin: float) -> Ring:
     return cls.attach(shmid=shmid, spin=spin)
 
 

@@ -244,7 +244,7 @@ class Segment(_core.Segment):
             _check_key(key, allow_private=False)
             shmid = _core.shmget(key, 0, 0)
         else:
-            _check_shmid(shmid)
+            shmid = _check_shmid(shmid)
         return cls(shmid, readonly=bool(readonly))
 
     @classmethod
@@ -292,7 +292,7 @@ class Segment(_core.Segment):
                 if isinstance(shape, (str, bytes)):
                     raise
                 try:
-                    shape_t = tuple(_index(dim, "shape") for dim in shape)
+                    shape_t = tuple(_index(dim, "shape") for dim in shape)  # type: ignore[union-attr]  # not an int
                 except TypeError:
                     raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
             count = 1
@@ -305,7 +305,9 @@ class Segment(_core.Segment):
                     f"an array of shape {shape_t} and dtype {dt} needs {count * dt.itemsize} bytes; "
                     f"only {self.size - offset} are left after offset {offset}"
                 )
-        return numpy.frombuffer(self, dtype=dt, count=count, offset=offset).reshape(shape_t)
+        # Before 3.12 numpy's stubs list buffer types by name; a Segment is one too.
+        arr = numpy.frombuffer(self, dtype=dt, count=count, offset=offset)  # type: ignore[call-overload, unused-ignore]
+        return arr.reshape(shape_t)
 
     # ---- kernel object -------------------------------------------------
     def stat(self) -> SegmentInfo:

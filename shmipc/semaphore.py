@@ -69,7 +69,7 @@ class Op(NamedTuple):
     once (``apply`` returns False) if this operation would wait.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index(): public, kept
     delta: int
     undo: bool = False
     nowait: bool = False

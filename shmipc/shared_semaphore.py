@@ -14,7 +14,7 @@ is open, so the segment cannot be detached under it (``detach()`` raises
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Type
 
 from . import _core
 from .segment import Segment
@@ -75,5 +75,5 @@ class SharedSemaphore(_core.SharedSemaphore):
         return f"<{type(self).__name__} offset={self.offset} value={self.value}>"
 
 
-def _reattach(cls: type, buffer: Any, offset: int) -> SharedSemaphore:
+def _reattach(cls: Type[SharedSemaphore], buffer: Any, offset: int) -> SharedSemaphore:
     return cls.attach(buffer, offset)

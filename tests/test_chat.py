@@ -5,8 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 
 def run_chat(text, timeout=20):
     return subprocess.run(

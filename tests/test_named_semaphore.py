@@ -440,3 +440,15 @@ def test_sigint_interrupts_a_blocked_acquire(sem, ctx):
             sem.release()  # let it go rather than leave it blocked
     assert finish(p) == 0
     assert elapsed < 1.0
+
+
+def test_open_refuses_a_squatted_empty_file():
+    # glibc would map the empty file and die of SIGBUS at the first touch.
+    name = _leaks.posix_name("squat")
+    path = "/dev/shm/sem." + name[1:]
+    open(path, "w").close()
+    try:
+        with pytest.raises(OSError, match="not a POSIX semaphore"):
+            NamedSemaphore.open(name)
+    finally:
+        os.unlink(path)

@@ -349,7 +349,9 @@ def run_processes(
                     reason += f"; {barrier_errors[0]}"
                 raise RunFailed("timed out", reason)
             wait = min(left, 0.005) if owed and not closed else left
-            for reader in multiprocessing.connection.wait(list(pending), timeout=wait):
+            # The Connections given that are ready (typeshed: any waitable).
+            ready: List[Any] = multiprocessing.connection.wait(list(pending), timeout=wait)
+            for reader in ready:
                 role, proc = pending.pop(reader)
                 try:
                     status, payload = reader.recv()
@@ -896,6 +898,7 @@ def machine_info() -> Dict[str, Any]:
         numpy_version: Optional[str] = numpy.__version__
     except ImportError:
         numpy_version = None
+    shmipc_version: Optional[str]
     try:
         from .. import __version__ as shmipc_version
     except ImportError:

@@ -176,7 +176,7 @@ class OsPipe(Contestant):
             import numpy
 
             a = numpy.empty(size // 8, dtype=numpy.uint64)
-            read_into(memoryview(a).cast("B"))
+            read_into(a.data.cast("B"))
             return a
 
         return Endpoint(recv=recv, recv_array=recv_array, close=view.release)

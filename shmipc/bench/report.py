@@ -225,7 +225,7 @@ def _section_frames(data: Dict[str, Any], notes: _Notes) -> List[str]:
     rows = []
     for name in _names(data, "frames"):
         row = [name, kinds.get(name) or ""]
-        times = []
+        times: List[Optional[float]] = []
         for size in sizes:
             res = idx.get(("frames", size, name))
             if res is None:
@@ -418,7 +418,7 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
     if not results:
         raise PlotUnavailable("no SPSC result to plot")
     fig, (ax_msgs, ax_bytes) = plt.subplots(1, 2, figsize=(16, 6.5))
-    colors = plt.get_cmap("tab20").colors
+    colors = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # tab20 is a ListedColormap
     markers = "os^vD<>ph*X"
     styles = {"shmipc": "-", "peer": "--"}
     sizes = sorted({r["size"] for r in results})
@@ -447,7 +447,7 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
         )
     limits = data.get("limits") or {}
     ring = [
-        (x, limits.get(key))
+        (x, limits[key])
         for x, key in ((64, "ring_64_gbs"), (1 << 20, "ring_1mib_gbs"), (16 << 20, "ring_16mib_gbs"))
         if limits.get(key)
     ]
@@ -456,9 +456,9 @@ def write_plot(data: Dict[str, Any], path: str) -> None:
                       label="limit: spinning C ring")
         ax_msgs.plot([x for x, _ in ring], [y * 1e9 / x for x, y in ring], "k:", marker="s", lw=2,
                      label="limit: spinning C ring")
-    for key, style, label in (("memcpy_1mib_gbs", "-.", "memcpy in cache"), ("memcpy_256mib_gbs", ":", "memcpy DRAM")):
+    for key, ls, label in (("memcpy_1mib_gbs", "-.", "memcpy in cache"), ("memcpy_256mib_gbs", ":", "memcpy DRAM")):
         if limits.get(key):
-            ax_bytes.axhline(limits[key] * 1e3, color="grey", ls=style, lw=1, label=f"limit: {label}")
+            ax_bytes.axhline(limits[key] * 1e3, color="grey", ls=ls, lw=1, label=f"limit: {label}")
     for ax, ylabel in ((ax_msgs, "messages/s"), (ax_bytes, "MB/s")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -208,10 +208,11 @@ def ping(ep_out: Endpoint, ep_in: Endpoint, mode: str, size: int, duration: floa
     append = samples.append
     deadline = clock() + duration
     view = mode == "view"
-    send = ep_out.send
-    recv = ep_in.recv
+    # Optional on Endpoint; _need() below checks what this mode calls.
+    send: Any = ep_out.send
+    recv: Any = ep_in.recv
     reserve = ep_out.reserve
-    get_view = ep_in.get_view
+    get_view: Any = ep_in.get_view
     if view:
         _need(reserve or ep_out.send, "reserve")
         _need(get_view, "get_view")
