@@ -115,7 +115,8 @@ def run(one_input: Callable[[bytes], None], max_len: int = 2048,
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            args = rest + [f"-max_total_time={int(opts['seconds'])}", f"-max_len={max_len}"]
+            # -timeout: one input running longer is a hang, reported as a failure.
+            args = rest + [f"-max_total_time={int(opts['seconds'])}", f"-max_len={max_len}", "-timeout=20"]
             if opts["runs"]:
                 args.append(f"-runs={opts['runs']}")
             atheris.Setup(args, counted)

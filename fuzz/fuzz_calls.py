@@ -159,9 +159,8 @@ def step(rd: Reader, st: State) -> None:
             s.value
         elif m == 3:
             s.close()
-        else:
-            with s:
-                pass
+        elif s.acquire(0):  # (``with s:`` would wait forever on a zero value)
+            s.release()
     elif op == 12:
         buf = _buffer(rd, st)
         off = rd.wild_int() if rd.int(1) & 1 else rd.below(4096) & ~63

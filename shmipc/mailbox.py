@@ -73,6 +73,7 @@ _ROLE_WRITER = 1
 _ROLE_READER = 2
 
 _WAIT_SLICE = 0.05
+_SEQ_LIMIT = 1 << 63  # a latest-value sequence at or past this is corrupted
 _monotonic = time.monotonic
 
 
@@ -380,6 +381,8 @@ class Mailbox:
         try:
             av = self._av
             seq = av.load64(OFF_SEQUENCE) & ~1
+            if seq >= _SEQ_LIMIT:  # 2**62 sends take a century: only corruption gets here
+                raise CorruptedError(f"mailbox sequence {seq:#x} is corrupted (past 2**63)")
             av.store64_seq_cst(OFF_SEQUENCE, seq + 1)  # odd: writing the other slot
             slot = HEADER_SIZE + (((seq >> 1) + 1) & 1) * self._stride
             av.store64(slot, n)

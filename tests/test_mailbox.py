@@ -263,3 +263,19 @@ def test_garbage_primitive_fails_attach_cleanly(box, offset):
     with pytest.raises(ValueError):
         shmipc.Mailbox.attach(shmid=box.shmid)
     assert seg.stat().nattch == 1  # the failed attach detached again
+
+
+def test_latest_value_corrupted_sequence_is_a_clear_error(latest):
+    # Found by fuzz/fuzz_layout.py (atheris): a sequence near 2**64 made
+    # send() fail with OverflowError from the atomic store.
+    from shmipc.atomics import AtomicView
+
+    with AtomicView(latest.segment) as av:
+        av.store64(mb_mod.OFF_SEQUENCE, 2**64 - 2)
+    with pytest.raises(shmipc.CorruptedError):
+        latest.send(b"x")
+    with AtomicView(latest.segment) as av:
+        assert av.load64(mb_mod.OFF_SEQUENCE) == 2**64 - 2  # nothing was modified
+        av.store64(mb_mod.OFF_SEQUENCE, 0)
+    latest.send(b"ok")  # the writer lock was released
+    assert latest.recv(timeout=0) == b"ok"

@@ -15,7 +15,6 @@ import importlib.util
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List
@@ -31,14 +30,11 @@ _HARNESSES = [
 
 
 def _run_harness(script: str, seconds: float, env: Dict[str, str], args: List[str], cwd: str) -> Dict[str, Any]:
+    from ._tools import _run_session
+
     cmd = [sys.executable, script, "--seconds", str(int(seconds))] + args
-    try:
-        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=seconds * 2 + 120)
-        out, code = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace") \
-            if isinstance(e.stdout, bytes) else str(e.stdout or "") + str(e.stderr or "")
-        code = -9
+    # Its own session: a hung harness is killed with whatever it forked.
+    out, code = _run_session(cmd, cwd, env, seconds * 2 + 120)
     m = re.findall(r"Done (\d+) runs", out) or re.findall(r"executions=(\d+)", out)
     execs = int(m[-1]) if m else 0
     reports = _build.sanitizer_reports(out)

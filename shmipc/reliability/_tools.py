@@ -65,11 +65,12 @@ def _reap_test_run(tmpdir: str, session_pid: int, since: float) -> int:
     return removed
 
 
-def _run_session(cmd: List[str], cwd: str, env: dict, timeout: float) -> Tuple[str, int]:
+def _run_session(cmd: List[str], cwd: str, env: dict, timeout: float,
+                 reap_tmpdir: str = "") -> Tuple[str, int]:
     """Run *cmd* in its own session; afterwards end whatever it left in its
     process group (multiprocessing's resource tracker lingers briefly)."""
     since = time.time()
-    tmpdir = env.get("TMPDIR", "")
+    tmpdir = reap_tmpdir  # a test run's scratch TMPDIR (ours alone) to reap after it
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -117,7 +118,7 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
         env["TMPDIR"] = os.path.join(tmp, "asan-tmp")  # where the test run records itself
         os.makedirs(env["TMPDIR"], exist_ok=True)
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
-        out, code = _run_session(cmd, tree, env, tier.t(400, 3600))
+        out, code = _run_session(cmd, tree, env, tier.t(400, 3600), reap_tmpdir=env["TMPDIR"])
         reports = _build.sanitizer_reports(out)
         failed = _failed(out)
         completed = code in (0, 1) and "passed" in out
@@ -150,7 +151,7 @@ def fig_sanitizers(tier: Tier, tmp: str) -> List[Row]:
     os.makedirs(env["TMPDIR"], exist_ok=True)
     cmd = ["valgrind", "--error-exitcode=99", "--errors-for-leak-kinds=none", "--num-callers=40", "-q",
            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + tests
-    out, _ = _run_session(cmd, root, env, 5400)
+    out, _ = _run_session(cmd, root, env, 5400, reap_tmpdir=env["TMPDIR"])
     blocks = re.split(r"\n==\d+== \n", out)
     errors = [b for b in blocks if re.search(r"==\d+== (Invalid|Conditional|Use of uninit|Syscall param|"
                                              r"Mismatched|Source and destination|Argument)", b)]
