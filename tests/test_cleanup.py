@@ -109,12 +109,14 @@ def test_an_unreaped_zombie_counts_as_dead(shm):
     shm.add(shmid)
     _kill(proc, reap=False)
     try:
-        for _ in range(1000):  # the segment is detached as the process exits
-            if shmipc.stat_segment(shmid).nattch == 0:
+        state = "?"
+        for _ in range(1000):  # the exiting process detaches, then turns zombie
+            with open(f"/proc/{proc.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if shmipc.stat_segment(shmid).nattch == 0 and state == "Z":
                 break
             multiprocessing.connection.wait([], 0.005)
-        with open(f"/proc/{proc.pid}/stat") as f:
-            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        assert state == "Z"
         assert [o.ident for o in shmipc.cleanup(select=_only(shmid))] == [shmid]
         assert _gone(shmid)
     finally:
