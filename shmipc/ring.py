@@ -696,43 +696,11 @@ class Ring:
         Blocks while the ring is full; raises ``TimeoutError`` when *timeout*
         expires and ``ValueError`` at once for a message that can never fit.
         """
-        if type(data) is not bytes:
-            data = _as_bytes_view(data)
-        n = len(data)
-        if n > self.max_message_size:
-            self._check_size(n)
-        rec = (n + 15) & ~7
-        # The hot path is inlined (each Python call costs ~100 ns here): take
-        # the lock without waiting, write, publish, ring the doorbell only if
-        # the consumer sleeps.  Everything else is in the slow helpers.
-        lock = self._plock
-        deadline = None
-        if timeout is None:
-            try:
-                if not lock.acquire(0):
-                    self._lock(lock, None, self._repair_producer)
-            except OwnerDiedError:
-                self._repair_producer(lock)
-        else:
-            deadline = self._take_producer_lock(timeout)
-        try:
-            load64 = self._load64
-            if self._load32(OFF_CLOSED):
-                raise ValueError("put on a closed ring")
-            tail = load64(OFF_TAIL)
-            cap = self.capacity
-            off = tail % cap
-            if not 0 <= tail - self._head_seen <= cap - rec or off + rec > cap or tail & 7:
-                tail = self._make_room(tail, rec, deadline, timeout == 0)
-                off = tail % cap
-            pos = HEADER_SIZE + off
-            self._store64(pos, _MSG | n)
-            self._write(data, pos + 8)
-            self._store64_seq_cst(OFF_TAIL, tail + rec)
-            if self._load32(OFF_CONSUMER_WAITING):
-                self._data_sem.release()
-        finally:
-            lock.release()
+        # Attached, the instance's closure from _fast_put() shadows this
+        # method; reaching it means the ring is detached (or the call went
+        # through the class): delegate, or raise ValueError.
+        self._segment()
+        self.put(data, timeout)
 
     def put_nowait(self, data: Any) -> None:
         """``put(data, timeout=0)``: raise ``TimeoutError`` if it would block."""
@@ -884,40 +852,8 @@ class Ring:
         """Take the oldest message, waiting for one; raises ``TimeoutError``
         when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
         ring is drained."""
-        lock = self._clock
-        deadline = None
-        if timeout is None:  # inlined fast path, as in put()
-            try:
-                if not lock.acquire(0):
-                    self._lock(lock, None, self._repair_consumer)
-            except OwnerDiedError:
-                self._repair_consumer(lock)
-        else:
-            deadline = self._take_consumer_lock(timeout)
-        try:
-            head = self._load64(OFF_HEAD)
-            tail = self._tail_seen
-            cap = self.capacity
-            if 0 < tail - head <= cap and not head & 7:
-                off = head % cap
-                hdr = self._load64(HEADER_SIZE + off)
-                n = hdr & _LEN_MASK
-                rec = (n + 15) & ~7
-                if hdr >> 32 != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
-                    head, tail, pos, n = self._wait_message(deadline, timeout == 0)
-                    rec = (n + 15) & ~7
-                else:
-                    pos = HEADER_SIZE + off + 8
-            else:
-                head, tail, pos, n = self._wait_message(deadline, timeout == 0)
-                rec = (n + 15) & ~7
-            data = self._read(n, pos)
-            self._store64_seq_cst(OFF_HEAD, head + rec)
-            if self._load32(OFF_PRODUCER_WAITING):
-                self._space_sem.release()
-        finally:
-            lock.release()
-        return data
+        self._segment()  # see put()
+        return self.get(timeout)
 
     def get_nowait(self) -> bytes:
         """``get(timeout=0)``: raise ``TimeoutError`` if the ring is empty."""
