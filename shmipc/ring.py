@@ -674,21 +674,24 @@ class Ring:
         if av.load32(OFF_CONSUMER_WAITING):
             self._data_sem.release()
 
-    def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        # Validate the timeout before the lock is held: nothing may raise
-        # between taking the lock and the caller's try/finally.
+    def _take_lock(self, lock: Any, repair: Any, side: str, timeout: Optional[float]) -> Optional[float]:
+        """Take one side's lock (slow path of put/get and the other calls);
+        returns the deadline.  The timeout is validated before the lock is
+        held: nothing may raise between taking it and the caller's finally."""
         deadline = None if timeout is None else self._deadline(timeout)
-        lock = self._plock
         try:
             if lock.acquire(0):
                 return deadline
         except OwnerDiedError:
-            self._repair_producer(lock)
+            repair(lock)
             return deadline
         if timeout == 0:
-            raise TimeoutError("the ring's producer lock is busy")
-        self._lock(lock, deadline, self._repair_producer)
+            raise TimeoutError(f"the ring's {side} lock is busy")
+        self._lock(lock, deadline, repair)
         return deadline
+
+    def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
+        return self._take_lock(self._plock, self._repair_producer, "producer", timeout)
 
     def put(self, data: Any, timeout: Optional[float] = None) -> None:
         """Queue one message (a bytes-like object).
@@ -790,20 +793,7 @@ class Ring:
 
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        # Validate the timeout before the lock is held: nothing may raise
-        # between taking the lock and the caller's try/finally.
-        deadline = None if timeout is None else self._deadline(timeout)
-        lock = self._clock
-        try:
-            if lock.acquire(0):
-                return deadline
-        except OwnerDiedError:
-            self._repair_consumer(lock)
-            return deadline
-        if timeout == 0:
-            raise TimeoutError("the ring's consumer lock is busy")
-        self._lock(lock, deadline, self._repair_consumer)
-        return deadline
+        return self._take_lock(self._clock, self._repair_consumer, "consumer", timeout)
 
     def _wait_message(self, deadline: Optional[float], nowait: bool) -> "tuple[int, int, int, int]":
         """With the consumer lock held: wait for a message, skip padding, and
