@@ -285,6 +285,27 @@ DEFINE_STORE(store64, 64, __ATOMIC_RELEASE)
 DEFINE_STORE(store32_seq_cst, 32, __ATOMIC_SEQ_CST)
 DEFINE_STORE(store64_seq_cst, 64, __ATOMIC_SEQ_CST)
 
+/* The waker's half of a Dekker handshake: publish a value, then look at a
+ * flag another process raises before it sleeps.  Both accesses are seq_cst,
+ * so the load cannot be satisfied before the store is visible (x86 would
+ * otherwise let it pass the store through the store buffer); whichever of
+ * the two processes comes second sees the other's write.  One call instead
+ * of two because it sits on every message's path. */
+static PyObject *
+AtomicView_store64_then_load32(AtomicViewObject *self, PyObject *const *args,
+                               Py_ssize_t nargs)
+{
+    uint64_t *p, v;
+    uint32_t *flag;
+    CHECK_NARGS("store64_then_load32", 3);
+    if ((p = addr_of(self, args[0], 8)) == NULL || value64(args[1], &v) < 0 ||
+        (flag = addr_of(self, args[2], 4)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLong(__atomic_load_n(flag, __ATOMIC_SEQ_CST));
+}
+
 static PyObject *
 AtomicView_exchange32(AtomicViewObject *self, PyObject *const *args,
                       Py_ssize_t nargs)
@@ -445,6 +466,10 @@ static PyMethodDef AtomicView_methods[] = {
     FASTCALL(store64_seq_cst,
              "store64_seq_cst($self, off, v, /)\n--\n\n"
              "Atomic 64-bit store (seq_cst)."),
+    FASTCALL(store64_then_load32,
+             "store64_then_load32($self, off, v, flag_off, /)\n--\n\n"
+             "Store v at off, then load the 32-bit value at flag_off, both "
+             "seq_cst: the load is not reordered before the store."),
     FASTCALL(exchange32,
              "exchange32($self, off, v, /)\n--\n\n"
              "Store v, return the old value "

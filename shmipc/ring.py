@@ -64,6 +64,7 @@ be buggy or hostile): a bad magic, version, size, index or record raises
 from __future__ import annotations
 
 import os
+import struct
 import time
 from typing import Any, Iterable, Iterator, List, Optional, Type
 
@@ -112,6 +113,12 @@ for _prim in (RobustMutex, SharedSemaphore):
         raise ImportError(f"{_prim.__name__}.SIZE={_prim.SIZE} does not fit the ring layout")
 
 _monotonic = time.monotonic
+
+# put_many frames its records with these; get_many copies runs of at most
+# _RUN_BYTES out of the ring at once.
+_HEADER = struct.Struct("=Q")
+_ZEROS = bytes(8)
+_RUN_BYTES = 256 * 1024
 
 
 def _record_size(n: int) -> int:
@@ -377,22 +384,27 @@ class Ring:
         load32 = self._load32
         load64 = self._load64
         store64 = self._store64
-        store64_seq_cst = self._store64_seq_cst
+        publish = self._av.store64_then_load32
         write = self._write
         doorbell = self._data_sem.release
         cap = self.capacity
         max_message = self.max_message_size
         repair = self._repair_producer
 
+        # Every line below runs once per message: each C call and each
+        # attribute lookup shows in the benchmark.  Anything unusual (a
+        # timeout, a busy lock, a full ring, the wrap point, a closed or
+        # corrupted ring) leaves for the slow paths, which re-validate.
         def put(data: Any, timeout: Optional[float] = None) -> None:
-            if type(data) is not bytes:
+            kind = type(data)
+            if kind is not bytes and kind is not bytearray:
                 data = _as_bytes_view(data)
             n = len(data)
             if n > max_message:
                 ring._check_size(n)
             rec = (n + 15) & ~7
-            deadline = None
             if timeout is None:
+                deadline = None
                 try:
                     if not acquire(0):
                         ring._lock(lock, None, repair)
@@ -405,14 +417,15 @@ class Ring:
                     raise ValueError("put on a closed ring")
                 tail = load64(OFF_TAIL)
                 off = tail % cap
-                if not 0 <= tail - ring._head_seen <= cap - rec or off + rec > cap or tail & 7:
+                # _head_seen is a lower bound of head: if the record fits
+                # below it, it fits (head only grows).
+                if tail & 7 or not 0 <= tail - ring._head_seen <= cap - rec or off + rec > cap:
                     tail = ring._make_room(tail, rec, deadline, timeout == 0)
                     off = tail % cap
                 pos = HEADER_SIZE + off
                 store64(pos, _MSG | n)
                 write(data, pos + 8)
-                store64_seq_cst(OFF_TAIL, tail + rec)
-                if load32(OFF_CONSUMER_WAITING):
+                if publish(OFF_TAIL, tail + rec, OFF_CONSUMER_WAITING):
                     doorbell()
             finally:
                 release()
@@ -425,18 +438,16 @@ class Ring:
         lock = self._clock
         acquire = lock.acquire
         release = lock.release
-        load32 = self._load32
         load64 = self._load64
-        store64_seq_cst = self._store64_seq_cst
+        publish = self._av.store64_then_load32
         read = self._read
         doorbell = self._space_sem.release
         cap = self.capacity
-        max_message = self.max_message_size
         repair = self._repair_consumer
 
         def get(timeout: Optional[float] = None) -> bytes:
-            deadline = None
             if timeout is None:
+                deadline = None
                 try:
                     if not acquire(0):
                         ring._lock(lock, None, repair)
@@ -447,12 +458,17 @@ class Ring:
             try:
                 head = load64(OFF_HEAD)
                 tail = ring._tail_seen
+                if not 0 < tail - head <= cap:
+                    # The tail this process saw last is used up: look again
+                    # before taking the slow path.
+                    tail = ring._tail_seen = load64(OFF_TAIL)
+                off = head % cap
                 if 0 < tail - head <= cap and not head & 7:
-                    off = head % cap
                     hdr = load64(HEADER_SIZE + off)
                     n = hdr & _LEN_MASK
                     rec = (n + 15) & ~7
-                    if hdr >> 32 != KIND_MSG or n > max_message or rec > tail - head or off + rec > cap:
+                    # rec <= tail - head <= cap also bounds n by max_message_size.
+                    if hdr >> 32 != KIND_MSG or rec > tail - head or off + rec > cap:
                         head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
                         rec = (n + 15) & ~7
                     else:
@@ -461,8 +477,7 @@ class Ring:
                     head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
                     rec = (n + 15) & ~7
                 data = read(n, pos)
-                store64_seq_cst(OFF_HEAD, head + rec)
-                if load32(OFF_PRODUCER_WAITING):
+                if publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING):
                     doorbell()
             finally:
                 release()
@@ -669,9 +684,7 @@ class Ring:
             av.store32(flag_offset, 0)
 
     def _publish_tail(self, tail: int) -> None:
-        av = self._av
-        av.store64_seq_cst(OFF_TAIL, tail)
-        if av.load32(OFF_CONSUMER_WAITING):
+        if self._av.store64_then_load32(OFF_TAIL, tail, OFF_CONSUMER_WAITING):
             self._data_sem.release()
 
     def _take_lock(self, lock: Any, repair: Any, side: str, timeout: Optional[float]) -> Optional[float]:
@@ -714,9 +727,11 @@ class Ring:
 
         Every message is size-checked before any is queued.  The batch is
         queued in order; other producers' messages may interleave only when
-        the ring fills up mid-batch.  Returns the number queued.
+        the ring fills up mid-batch.  Returns the number queued: all of
+        them, unless *timeout* expired after some were queued (then the
+        first that many; ``TimeoutError`` is raised only if none was).
         """
-        items = [m if type(m) is bytes else _as_bytes_view(m) for m in messages]
+        items = [m if type(m) is bytes or type(m) is bytearray else _as_bytes_view(m) for m in messages]
         if not items:
             return 0
         biggest = max(map(len, items))
@@ -724,37 +739,52 @@ class Ring:
             self._check_size(biggest)
         deadline = self._take_producer_lock(timeout)
         try:
-            cap = self.capacity
-            write = self._write
-            store64 = self._store64
             if self._load32(OFF_CLOSED):
                 raise ValueError("put on a closed ring")
             tail = self._load64(OFF_TAIL)
-            start_tail = tail
             if tail & 7:
                 tail = self._make_room(tail, 8, deadline, timeout == 0)
-            limit = self._head_seen + cap  # tail may not pass this (cached)
-            pending = 0
-            for data in items:
-                n = len(data)
-                rec = (n + 15) & ~7
-                off = tail % cap
-                if tail + rec > limit or off + rec > cap:
-                    if pending:
-                        self._publish_tail(tail)
-                        pending = 0
-                    tail = self._make_room(tail, rec, deadline, timeout == 0)
-                    limit = self._head_seen + cap
-                    off = tail % cap
-                pos = HEADER_SIZE + off
-                store64(pos, _MSG | n)
-                write(data, pos + 8)
-                tail += rec
-                pending += 1
-            if tail != start_tail:
-                self._publish_tail(tail)
+            return self._put_records(items, tail, deadline, timeout == 0)
         finally:
             self._plock.release()
+
+    def _put_records(self, items: List[Any], tail: int, deadline: Optional[float], nowait: bool) -> int:
+        """With the producer lock held: frame *items* as records from *tail*
+        on, one write per run of records that fits before the wrap point and
+        the (cached) head, publishing tail once per run.  Returns how many
+        were queued (fewer only if the deadline passed)."""
+        cap = self.capacity
+        pack = _HEADER.pack
+        zeros = _ZEROS
+        parts: List[Any] = []
+        append = parts.append
+        start = tail
+        limit = min(self._head_seen + cap, tail - tail % cap + cap)  # no wrap inside a run
+        queued = 0
+        for done, data in enumerate(items):
+            n = len(data)
+            rec = (n + 15) & ~7
+            if tail + rec > limit:
+                if parts:
+                    self._write(b"".join(parts), HEADER_SIZE + start % cap)
+                    self._publish_tail(tail)
+                    parts.clear()
+                    queued = done
+                try:
+                    tail = start = self._make_room(tail, rec, deadline, nowait)
+                except TimeoutError:
+                    if queued:
+                        return queued
+                    raise
+                limit = min(self._head_seen + cap, tail - tail % cap + cap)
+            append(pack(_MSG | n))
+            append(data)
+            if rec - n > 8:
+                append(zeros[: rec - n - 8])
+            tail += rec
+        if parts:
+            self._write(b"".join(parts), HEADER_SIZE + start % cap)
+            self._publish_tail(tail)
         return len(items)
 
     def reserve(self, nbytes: int, timeout: Optional[float] = None) -> _Reservation:
@@ -833,9 +863,7 @@ class Ring:
         return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
 
     def _publish_head(self, head: int) -> None:
-        av = self._av
-        av.store64_seq_cst(OFF_HEAD, head)
-        if av.load32(OFF_PRODUCER_WAITING):
+        if self._av.store64_then_load32(OFF_HEAD, head, OFF_PRODUCER_WAITING):
             self._space_sem.release()
 
     def get(self, timeout: Optional[float] = None) -> bytes:
@@ -857,37 +885,62 @@ class Ring:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         out: List[bytes] = []
-        append = out.append
         deadline = self._take_consumer_lock(timeout)
         try:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
-            cap = self.capacity
-            maxmsg = self.max_message_size
-            read = self._read
-            load64 = self._load64
-            append(read(n, pos))
-            head += (n + 15) & ~7
-            while len(out) < max_messages:
-                if head == tail:
-                    break
-                off = head % cap
-                hdr = load64(HEADER_SIZE + off)
-                n = hdr & _LEN_MASK
-                rec = (n + 15) & ~7
-                if hdr >> 32 != KIND_MSG or n > maxmsg or rec > tail - head or off + rec > cap:
-                    if hdr >> 32 == KIND_PAD and cap - off <= tail - head:
-                        head += cap - off
-                        continue
-                    self._publish_head(head)
-                    raise CorruptedError(
-                        f"ring record at position {head} is corrupted (kind={hdr >> 32:#x}, length={n})"
-                    )
-                append(read(n, HEADER_SIZE + off + 8))
-                head += rec
+            head = self._take_records(out, max_messages, head, tail)
             self._publish_head(head)
         finally:
             self._clock.release()
         return out
+
+    def _take_records(self, out: List[bytes], max_messages: int, head: int, tail: int) -> int:
+        """With the consumer lock held and a valid record at *head*: append
+        up to *max_messages* payloads to *out*, return the new head.
+
+        Small records are copied out of the ring in runs of up to
+        _RUN_BYTES with one read and split here, from that private copy
+        (each shared byte is read once); a big record is read on its own."""
+        cap = self.capacity
+        read = self._read
+        append = out.append
+        while len(out) < max_messages and head != tail:
+            off = head % cap
+            avail = min(tail - head, cap - off)
+            hdr = self._load64(HEADER_SIZE + off)
+            first = (hdr & _LEN_MASK) + 15 & ~7
+            if hdr >> 32 == KIND_MSG and _RUN_BYTES < first <= avail:
+                append(read(hdr & _LEN_MASK, HEADER_SIZE + off + 8))
+                head += first
+                continue
+            # Guess the run from the first record: exact for equal sizes.
+            span = min(avail, _RUN_BYTES, max(first, 8) * (max_messages - len(out)))
+            run = read(span, HEADER_SIZE + off)
+            words = memoryview(run).cast("Q")
+            try:
+                p = 0
+                while p < span and len(out) < max_messages:
+                    hdr = words[p >> 3]
+                    n = hdr & _LEN_MASK
+                    rec = (n + 15) & ~7
+                    if hdr >> 32 == KIND_MSG and rec <= span - p:
+                        append(run[p + 8:p + 8 + n])
+                        p += rec
+                    elif hdr >> 32 == KIND_MSG and p and rec <= avail - p:
+                        break  # continues in the next run
+                    elif hdr >> 32 == KIND_PAD and off + p + (n + RECORD_HEADER) == cap and p + n + RECORD_HEADER == avail:
+                        p = avail  # padding to the wrap point
+                        break
+                    elif out:
+                        return head + p  # deliver these; the next call reports the bad record
+                    else:
+                        raise CorruptedError(
+                            f"ring record at position {head + p} is corrupted (kind={hdr >> 32:#x}, length={n})"
+                        )
+            finally:
+                words.release()
+            head += p
+        return head
 
     def get_view(self, timeout: Optional[float] = None) -> _MessageView:
         """Read the oldest message in place.

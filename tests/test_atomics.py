@@ -20,6 +20,7 @@ METHODS = [
     ("store64", 8, (1,)),
     ("store32_seq_cst", 4, (1,)),
     ("store64_seq_cst", 8, (1,)),
+    ("store64_then_load32", 8, (1, 0)),
     ("exchange32", 4, (1,)),
     ("exchange64", 8, (1,)),
     ("compare_exchange32", 4, (0, 1)),
@@ -130,6 +131,23 @@ def test_load_store_roundtrip_and_visibility(seg, av):
     finally:
         q.release()
         i.release()
+
+
+def test_store64_then_load32_stores_then_returns_the_flag(av):
+    av.store32(64, 0)
+    assert av.store64_then_load32(0, 2**64 - 1, 64) == 0
+    assert av.load64(0) == 2**64 - 1
+    av.store32(64, 0xFFFFFFFF)
+    assert av.store64_then_load32(8, 5, 64) == 0xFFFFFFFF
+    assert av.load64(8) == 5
+
+
+@pytest.mark.parametrize("flag_off", [2, -4, SEG_SIZE - 2, SEG_SIZE])
+def test_store64_then_load32_checks_the_flag_offset_before_storing(av, flag_off):
+    av.store64(0, 1)
+    with pytest.raises(ValueError):
+        av.store64_then_load32(0, 2, flag_off)
+    assert av.load64(0) == 1  # nothing was stored
 
 
 def test_extreme_values(av):

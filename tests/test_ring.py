@@ -176,6 +176,64 @@ def test_batches(ring):
     assert got == msgs
 
 
+@pytest.mark.parametrize("max_messages", [1, 3, 64])
+def test_get_many_runs_mixed_sizes_across_wraps(max_messages):
+    # Small records are copied out in runs, big ones one by one; a run is
+    # sized from its first record, so small-then-big exercises the refill.
+    big = ring_mod._RUN_BYTES + 40
+    r = make_ring(4 * big)
+    try:
+        rng = random.Random(max_messages)
+        sizes = [rng.choice([0, 1, 7, 8, 9, 64, 1000, big]) for _ in range(300)]
+        msgs = [os.urandom(n) for n in sizes]
+        got = []
+        pending = list(msgs)
+        while len(got) < len(msgs):
+            while pending:
+                try:
+                    queued = r.put_many(pending[:5], timeout=0)
+                except TimeoutError:
+                    break
+                assert 1 <= queued <= 5
+                del pending[:queued]
+            batch = r.get_many(max_messages, timeout=0)
+            assert 1 <= len(batch) <= max_messages
+            got += batch
+        assert got == msgs
+        assert all(type(m) is bytes for m in got)
+    finally:
+        cleanup(r)
+
+
+def test_get_many_delivers_good_records_before_a_corrupted_one(ring):
+    ring.put_many([b"one", b"two", b"three"])
+    with _raw(ring) as seg:
+        third = ring_mod.HEADER_SIZE + 2 * 16  # each record is 8 + 8 bytes
+        seg.write(struct.pack("=I", 0x1234), third + 4)
+    assert ring.get_many(10) == [b"one", b"two"]
+    with pytest.raises(shmipc.CorruptedError):
+        ring.get_many(10)
+    with pytest.raises(shmipc.CorruptedError):
+        ring.get(timeout=0)
+
+
+def test_put_many_returns_how_many_fit_before_the_timeout():
+    r = make_ring(64)  # 64 bytes of records: four 8-byte messages
+    try:
+        assert r.put_many([b"x" * 8] * 6, timeout=0) == 4
+        with pytest.raises(TimeoutError):
+            r.put_many([b"y"], timeout=0.01)
+        assert r.get_many(10) == [b"x" * 8] * 4
+    finally:
+        cleanup(r)
+
+
+def test_put_many_accepts_bytearrays_and_views(ring):
+    arr = np.arange(5, dtype=np.int32)
+    ring.put_many([bytearray(b"ba"), memoryview(b"mv"), arr])
+    assert ring.get_many(3) == [b"ba", b"mv", arr.tobytes()]
+
+
 def test_put_many_larger_than_ring_with_consumer_in_thread():
     import threading
 
