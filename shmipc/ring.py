@@ -119,6 +119,7 @@ _monotonic = time.monotonic
 _HEADER = struct.Struct("=Q")
 _ZEROS = bytes(8)
 _RUN_BYTES = 256 * 1024
+_SPIN_TURNS = range(32)
 
 
 def _record_size(n: int) -> int:
@@ -455,13 +456,17 @@ class Ring:
                     repair(lock)
             else:
                 deadline = ring._take_consumer_lock(timeout)
+            spun = False
             try:
                 head = load64(OFF_HEAD)
                 tail = ring._tail_seen
                 if not 0 < tail - head <= cap:
                     # The tail this process saw last is used up: look again
-                    # before taking the slow path.
+                    # (spinning for a while if asked) before the slow path.
                     tail = ring._tail_seen = load64(OFF_TAIL)
+                    if tail == head and ring.spin and timeout != 0:
+                        tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
+                        spun = True
                 off = head % cap
                 if 0 < tail - head <= cap and not head & 7:
                     hdr = load64(HEADER_SIZE + off)
@@ -474,7 +479,7 @@ class Ring:
                     else:
                         pos = HEADER_SIZE + off + 8
                 else:
-                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
+                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0, not spun)
                     rec = (n + 15) & ~7
                 data = read(n, pos)
                 if publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING):
@@ -625,7 +630,7 @@ class Ring:
             if nowait:
                 raise TimeoutError("ring is full")
             self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
-                        lambda: self._space_available(rec))
+                        lambda: self._space_available(rec), OFF_HEAD, head)
 
     def _skip_leading_pad(self, head: int, tail: int) -> bool:
         """If the oldest record is padding and no consumer is busy, consume the
@@ -657,16 +662,33 @@ class Ring:
         need = rec if off + rec <= cap else cap - off
         return cap - (tail - head) >= need
 
-    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float], ready: Any) -> None:
-        """Sleep on *doorbell* until *ready()* may be true: spin first if asked,
-        then raise the side's "sleeping" flag (seq_cst) and re-check before
-        sleeping, so a peer that published meanwhile sees the flag and posts."""
-        spin = self.spin
-        if spin > 0:
-            stop = _monotonic() + spin
-            while _monotonic() < stop:
-                if ready():
-                    return
+    def _spin(self, watch: int, seen: int, deadline: Optional[float]) -> int:
+        """Busy-poll the 64-bit word at *watch* for up to ``spin`` seconds
+        (or until *deadline*) while it still holds *seen*; return its value.
+        A load per turn, the clock every 32 turns."""
+        load64 = self._load64
+        stop = _monotonic() + self.spin
+        if deadline is not None and deadline < stop:
+            stop = deadline
+        while True:
+            for _ in _SPIN_TURNS:
+                value = load64(watch)
+                if value != seen:
+                    return value
+            if _monotonic() >= stop:
+                return value
+
+    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float], ready: Any,
+               watch: int, seen: int, spin: bool = True) -> None:
+        """Sleep on *doorbell* until *ready()* may be true.
+
+        With ``self.spin`` set (and *spin* true), first busy-poll the one
+        index the other side moves (the 64-bit word at *watch*, last seen as
+        *seen*; see :meth:`_spin`).  Then raise the side's "sleeping" flag
+        (seq_cst) and re-check before sleeping, so a peer that published
+        meanwhile sees the flag and posts."""
+        if spin and self.spin > 0 and self._spin(watch, seen, deadline) != seen:
+            return
         av = self._av
         av.store32_seq_cst(flag_offset, 1)
         try:
@@ -825,9 +847,11 @@ class Ring:
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
         return self._take_lock(self._clock, self._repair_consumer, "consumer", timeout)
 
-    def _wait_message(self, deadline: Optional[float], nowait: bool) -> "tuple[int, int, int, int]":
+    def _wait_message(self, deadline: Optional[float], nowait: bool,
+                      spin: bool = True) -> "tuple[int, int, int, int]":
         """With the consumer lock held: wait for a message, skip padding, and
-        return (head, tail, payload position, payload length), validated."""
+        return (head, tail, payload position, payload length), validated.
+        *spin* False: the caller already spun, go straight to sleep."""
         cap = self.capacity
         av = self._av
         while True:
@@ -857,7 +881,8 @@ class Ring:
                 continue
             if nowait:
                 raise TimeoutError("ring is empty")
-            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, self._has_data)
+            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, self._has_data, OFF_TAIL, tail, spin)
+            spin = True
 
     def _has_data(self) -> bool:
         return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
