@@ -114,11 +114,12 @@ for _prim in (RobustMutex, SharedSemaphore):
 
 _monotonic = time.monotonic
 
-# put_many frames its records with these; get_many copies runs of at most
-# _RUN_BYTES out of the ring at once.
+# put_many frames its records with these (joining those under _DIRECT_BYTES
+# into one write); get_many copies runs of at most _RUN_BYTES out at once.
 _HEADER = struct.Struct("=Q")
 _ZEROS = bytes(8)
 _RUN_BYTES = 256 * 1024
+_DIRECT_BYTES = 16 * 1024
 _SPIN_TURNS = range(32)
 
 
@@ -789,8 +790,9 @@ class Ring:
             if tail + rec > limit:
                 if parts:
                     self._write(b"".join(parts), HEADER_SIZE + start % cap)
-                    self._publish_tail(tail)
                     parts.clear()
+                if done > queued:
+                    self._publish_tail(tail)
                     queued = done
                 try:
                     tail = start = self._make_room(tail, rec, deadline, nowait)
@@ -799,6 +801,17 @@ class Ring:
                         return queued
                     raise
                 limit = min(self._head_seen + cap, tail - tail % cap + cap)
+            if n >= _DIRECT_BYTES:
+                # Joining would copy a big message once more: write it in place.
+                if parts:
+                    self._write(b"".join(parts), HEADER_SIZE + start % cap)
+                    parts.clear()
+                pos = HEADER_SIZE + tail % cap
+                self._store64(pos, _MSG | n)
+                self._write(data, pos + 8)
+                tail += rec
+                start = tail
+                continue
             append(pack(_MSG | n))
             append(data)
             if rec - n > 8:
@@ -806,6 +819,7 @@ class Ring:
             tail += rec
         if parts:
             self._write(b"".join(parts), HEADER_SIZE + start % cap)
+        if len(items) > queued:
             self._publish_tail(tail)
         return len(items)
 
