@@ -840,8 +840,11 @@ class Ring:
         try:
             if self._load32(OFF_CLOSED):
                 raise ValueError("put on a closed ring")
-            tail = self._make_room(self._load64(OFF_TAIL), rec, deadline, timeout == 0)
-            pos = HEADER_SIZE + tail % self.capacity
+            cap = self.capacity
+            tail = self._load64(OFF_TAIL)
+            if tail & 7 or not 0 <= tail - self._head_seen <= cap - rec or tail % cap + rec > cap:
+                tail = self._make_room(tail, rec, deadline, timeout == 0)
+            pos = HEADER_SIZE + tail % cap
             self._store64(pos, _MSG | nbytes)
             view, exports = self._fresh_view(pos + 8, nbytes)
         except BaseException:
@@ -860,6 +863,23 @@ class Ring:
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
         return self._take_lock(self._clock, self._repair_consumer, "consumer", timeout)
+
+    def _next_message(self, deadline: Optional[float], nowait: bool) -> "tuple[int, int, int, int]":
+        """_wait_message() after a quick look: the same answer, without its
+        validation loop when the next record is already committed."""
+        cap = self.capacity
+        head = self._load64(OFF_HEAD)
+        tail = self._tail_seen
+        if not 0 < tail - head <= cap:
+            tail = self._tail_seen = self._load64(OFF_TAIL)
+        off = head % cap
+        if 0 < tail - head <= cap and not head & 7:
+            hdr = self._load64(HEADER_SIZE + off)
+            n = hdr & _LEN_MASK
+            rec = (n + 15) & ~7
+            if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
+                return head, tail, HEADER_SIZE + off + 8, n
+        return self._wait_message(deadline, nowait)
 
     def _wait_message(self, deadline: Optional[float], nowait: bool,
                       spin: bool = True) -> "tuple[int, int, int, int]":
@@ -994,7 +1014,7 @@ class Ring:
         """
         deadline = self._take_consumer_lock(timeout)
         try:
-            head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+            head, tail, pos, n = self._next_message(deadline, timeout == 0)
             view, exports = self._fresh_view(pos, n)
             view = view.toreadonly()
         except BaseException:
