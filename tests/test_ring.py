@@ -564,6 +564,67 @@ def test_ping_pong_across_start_methods(method):
         cleanup(b)
 
 
+@pytest.mark.parametrize("method", CONTEXTS)
+def test_spinning_ping_pong(method):
+    # spin travels with the pickled ring; both sides busy-poll before sleeping.
+    ctx = multiprocessing.get_context(method)
+    a = shmipc.Ring.create(1024, spin=0.002)
+    b = shmipc.Ring.create(1024, spin=0.002)
+    try:
+        p = ctx.Process(target=_echo, args=(a, b, 300))
+        p.start()
+        for i in range(300):
+            if i % 100 == 99:
+                time.sleep(0.01)  # longer than the spin: the peer goes to sleep
+            a.put(b"ping %d" % i)
+            assert b.get(timeout=10) == b"ping %d" % i
+        p.join(30)
+        assert p.exitcode == 0
+    finally:
+        cleanup(a)
+        cleanup(b)
+
+
+def test_spin_never_outlasts_the_timeout():
+    r = shmipc.Ring.create(64, spin=5.0)
+    try:
+        for call in (lambda: r.get(timeout=0.05), lambda: r.get_many(2, timeout=0.05)):
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                call()
+            assert time.monotonic() - t0 < 2.0
+        r.put_many([b"x" * 8] * 4)  # full
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            r.put(b"y", timeout=0.05)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        cleanup(r)
+
+
+def test_spinning_producer_and_consumer_threads():
+    import threading
+
+    r = shmipc.Ring.create(256, spin=0.0005)
+    try:
+        msgs = [b"%d" % i * (i % 7) for i in range(400)]
+        out = []
+
+        def consume():
+            while len(out) < len(msgs):
+                out.extend(r.get_many(3, timeout=10))
+
+        t = threading.Thread(target=consume)
+        t.start()
+        for m in msgs:
+            r.put(m, timeout=10)
+        t.join(20)
+        assert not t.is_alive()
+        assert out == msgs
+    finally:
+        cleanup(r)
+
+
 def _blocked_get(r, ready):
     ready.set()
     try:
