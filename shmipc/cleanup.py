@@ -174,11 +174,14 @@ def _remove(obj: StaleObject) -> bool:
         if obj.kind == "named-semaphore":
             os.unlink(os.path.join(_SHM_DIR, "sem." + str(obj.ident)[1:]))
             return True
+        shmid = obj.ident
+        if not isinstance(shmid, int):  # only named semaphores carry a name
+            return False
         # Re-check right before removing: someone may have attached since.
-        info = SegmentInfo(*_core.shm_stat(obj.ident))
+        info = SegmentInfo(*_core.shm_stat(shmid))
         if info.key != obj.key or _stale_segment(info, os.geteuid()) is None:
             return False
-        _core.shm_remove(obj.ident)
+        _core.shm_remove(shmid)
         return True
     except OSError:
         return False

@@ -113,8 +113,8 @@ def _run_figure(fig: Figure, tier: Tier, tmp: str) -> List[Row]:
     if hung:
         rows.append(h.row("-", f"{fig.name}: watchdog", f"hung, killed after {budget:.0f} s", "finishes", False))
     elif not data:
-        code = os.waitstatus_to_exitcode(status) if status is not None else None
-        rows.append(h.row("-", f"{fig.name}: figure process", f"crashed (exit {code}, see stderr)", "finishes", False))
+        exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
+        rows.append(h.row("-", f"{fig.name}: figure process", f"crashed (exit {exit_code}, see stderr)", "finishes", False))
     if strays:
         rows.append(h.row("-", f"{fig.name}: stray processes", "left running, killed", "none", False))
     return rows

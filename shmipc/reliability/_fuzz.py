@@ -149,7 +149,7 @@ def _attach(shmid: int, stop_at: float, stats: Dict[str, Any]) -> Any:
 def _scribbled_producer(shmid: int, stop_at: float, out: str) -> int:
     from ..errors import CorruptedError
 
-    stats = {"put": 0, "corrupted": 0, "timeout": 0, "value": 0, "other": []}
+    stats: Dict[str, Any] = {"put": 0, "corrupted": 0, "timeout": 0, "value": 0, "other": []}
     r = _attach(shmid, stop_at, stats)
     seq = 0
     rng = random.Random(5)

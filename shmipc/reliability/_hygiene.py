@@ -331,8 +331,9 @@ def fig_permissions(tier: Tier, tmp: str) -> List[Row]:
         code = child.proc.exitcode
     finally:
         os.unlink(path)
-    crashed = code not in (0, None) and code < 0
-    outcome = f"killed by {signal.Signals(-code).name}" if crashed else opened or f"exit {code}"
+    signum = -code if code is not None and code < 0 else None
+    crashed = signum is not None
+    outcome = f"killed by {signal.Signals(signum).name}" if signum is not None else opened or f"exit {code}"
     rows.append(row(
         "13", "named semaphore squatted by an empty /dev/shm file: create / open",
         f"create -> {res.get('create')}; open (in a child) -> {outcome}",

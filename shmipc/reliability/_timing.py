@@ -240,9 +240,9 @@ def _peer(kind: str, handle: Any, ready: str, role: str) -> int:
 
         seg = Segment(handle)
         if kind == "SharedSemaphore.acquire":
-            s = SharedSemaphore.attach(seg, 0)
+            ss = SharedSemaphore.attach(seg, 0)
             h.U64Log(ready).add(1)
-            s.acquire()
+            ss.acquire()
         else:
             m = RobustMutex.attach(seg, 0)
             try:
@@ -420,8 +420,8 @@ def fig_signals(tier: Tier, tmp: str) -> List[Row]:
         for c in holders.values():
             c.kill()
         h.join_all(list(holders.values()), 5)
-        for c in cases.values():
-            c.close()
+        for case in cases.values():
+            case.close()
     rows.append(row(
         "8", f"blocking waits under SIGALRM every 0.1 s ({len(cases)} kinds)",
         f"{waits} waits, {alarms[0]} signals in {duration:.0f} s: spurious errors {len(spurious)}, "
@@ -623,7 +623,8 @@ def _sem_old_handle(tmp: str) -> Dict[str, Any]:
             got = old.acquire(0.2)
             return {"old": f"acquire returned {got} (operated on the new set?)", "ok": False}
         except OSError as e:
-            return {"old": f"{type(e).__name__} errno {errno.errorcode.get(e.errno, e.errno)}",
+            errname = errno.errorcode.get(e.errno, e.errno) if e.errno is not None else None
+            return {"old": f"{type(e).__name__} errno {errname}",
                     "ok": s2.value == 1}
     finally:
         h.dispose(s2)

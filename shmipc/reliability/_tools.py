@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 from . import _build
 from ._harness import Row, Tier, row, skipped
@@ -41,7 +41,9 @@ def _reap_test_run(tmpdir: str, session_pid: int, since: float) -> int:
     from ..segment import segments
     from ..semaphore import semaphores
 
-    pids, shms, sems = {session_pid}, set(), set()
+    pids: Set[int] = {session_pid}
+    shms: Set[int] = set()
+    sems: Set[int] = set()
     for rundir in glob.glob(os.path.join(tmpdir, "shmipc-testrun-*")):
         for name in os.listdir(rundir):
             kind, _, value = name.partition("-")
