@@ -49,20 +49,27 @@ class _CommitHook:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._av, name)
 
-    def store64_seq_cst(self, off: int, value: int) -> None:
+    def _fires(self, off: int) -> bool:
         from ..ring import HEADER_SIZE, KIND_MSG
 
-        fire = False
-        if off == self._offset:
-            at = self._av.load64(off) % self._ring.capacity
-            fire = self._av.load64(HEADER_SIZE + at) >> 32 == KIND_MSG
+        if off != self._offset:
+            return False
+        at = self._av.load64(off) % self._ring.capacity
+        return bool(self._av.load64(HEADER_SIZE + at) >> 32 == KIND_MSG)
+
+    def store64_seq_cst(self, off: int, value: int) -> None:
+        self.store64_then_load32(off, value, off)
+
+    def store64_then_load32(self, off: int, value: int, flag_off: int) -> int:
+        fire = self._fires(off)
         if fire and self._when == "before":
             self._last()
             _die()
-        self._av.store64_seq_cst(off, value)
+        flag: int = self._av.store64_then_load32(off, value, flag_off)
         if fire and self._when == "after":
             self._last()
             _die()
+        return flag
 
 
 def _arm(r: Any, index: str, when: str, last_words: Any) -> None:
