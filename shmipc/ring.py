@@ -241,7 +241,6 @@ class Ring:
     _load64: Any = _DETACHED
     _load32: Any = _DETACHED
     _store64: Any = _DETACHED
-    _store64_seq_cst: Any = _DETACHED
     _read: Any = _DETACHED
     _write: Any = _DETACHED
     spin: float = 0.0
@@ -368,7 +367,6 @@ class Ring:
         self._load64 = av.load64
         self._load32 = av.load32
         self._store64 = av.store64
-        self._store64_seq_cst = av.store64_seq_cst
         self._read = self._seg.read
         self._write = self._seg.write
         # put() and get() as closures over the objects they use: a closure
@@ -781,16 +779,20 @@ class Ring:
         zeros = _ZEROS
         parts: List[Any] = []
         append = parts.append
-        start = tail
+        start = tail  # where parts go
+
+        def write_parts() -> None:
+            if parts:
+                self._write(b"".join(parts), HEADER_SIZE + start % cap)
+                parts.clear()
+
         limit = min(self._head_seen + cap, tail - tail % cap + cap)  # no wrap inside a run
         queued = 0
         for done, data in enumerate(items):
             n = len(data)
             rec = (n + 15) & ~7
             if tail + rec > limit:
-                if parts:
-                    self._write(b"".join(parts), HEADER_SIZE + start % cap)
-                    parts.clear()
+                write_parts()
                 if done > queued:
                     self._publish_tail(tail)
                     queued = done
@@ -803,9 +805,7 @@ class Ring:
                 limit = min(self._head_seen + cap, tail - tail % cap + cap)
             if n >= _DIRECT_BYTES:
                 # Joining would copy a big message once more: write it in place.
-                if parts:
-                    self._write(b"".join(parts), HEADER_SIZE + start % cap)
-                    parts.clear()
+                write_parts()
                 pos = HEADER_SIZE + tail % cap
                 self._store64(pos, _MSG | n)
                 self._write(data, pos + 8)
@@ -817,8 +817,7 @@ class Ring:
             if rec - n > 8:
                 append(zeros[: rec - n - 8])
             tail += rec
-        if parts:
-            self._write(b"".join(parts), HEADER_SIZE + start % cap)
+        write_parts()
         if len(items) > queued:
             self._publish_tail(tail)
         return len(items)
