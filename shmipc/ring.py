@@ -123,10 +123,6 @@ _DIRECT_BYTES = 16 * 1024
 _SPIN_TURNS = range(32)
 
 
-def _record_size(n: int) -> int:
-    return (n + 15) & ~7
-
-
 class _Detached:
     """Stands in for the hot-path objects once the ring is detached, so every
     method raises ValueError without a check on the fast path."""
@@ -153,13 +149,12 @@ _DETACHED: Any = _Detached()
 class _Reservation:
     """``with ring.reserve(n) as buf``: write in place, commit on exit."""
 
-    __slots__ = ("_ring", "_view", "_tail", "_rec", "_exports")
+    __slots__ = ("_ring", "_view", "_commit", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, tail: int, rec: int, exports: int) -> None:
+    def __init__(self, ring: "Ring", view: memoryview, commit: int, exports: int) -> None:
         self._ring = ring
         self._view = view
-        self._tail = tail
-        self._rec = rec
+        self._commit = commit  # the tail that publishes this record
         self._exports = exports
 
     def __enter__(self) -> memoryview:
@@ -179,7 +174,9 @@ class _Reservation:
                         "alive; the message was discarded. Delete it inside the block"
                     )
             elif exc_type is None:
-                ring._publish_tail(self._tail + self._rec)
+                # _publish_tail(), inline: this runs once per message.
+                if ring._av.store64_then_load32(OFF_TAIL, self._commit, OFF_CONSUMER_WAITING):
+                    ring._data_sem.release()
         finally:
             ring._plock.release()
 
@@ -192,7 +189,7 @@ class _MessageView:
     def __init__(self, ring: "Ring", view: memoryview, head: int, exports: int) -> None:
         self._ring = ring
         self._view = view
-        self._head = head
+        self._head = head  # the head that consumes this record
         self._exports = exports
 
     def __enter__(self) -> memoryview:
@@ -209,7 +206,9 @@ class _MessageView:
                     "alive; the message was left in the ring. Delete it before leaving the "
                     "block, or copy what you need"
                 )
-            ring._publish_head(self._head)
+            # _publish_head(), inline: this runs once per message.
+            if ring._av.store64_then_load32(OFF_HEAD, self._head, OFF_PRODUCER_WAITING):
+                ring._space_sem.release()
         finally:
             ring._clock.release()
 
@@ -369,12 +368,14 @@ class Ring:
         self._store64 = av.store64
         self._read = self._seg.read
         self._write = self._seg.write
-        # put() and get() as closures over the objects they use: a closure
-        # variable costs less than an attribute lookup on self, and these two
-        # run once per message.  They shadow the methods below (which hold
-        # the same logic and serve after detach()).
+        # put(), get(), reserve() and get_view() as closures over the objects
+        # they use: a closure variable costs less than an attribute lookup on
+        # self, and these run once per message.  They shadow the methods of
+        # the same names, which after detach() raise ValueError.
         self.put = self._fast_put()  # type: ignore[method-assign]  # deliberate shadowing, see above
         self.get = self._fast_get()  # type: ignore[method-assign]
+        self.reserve = self._fast_reserve()  # type: ignore[method-assign]
+        self.get_view = self._fast_get_view()  # type: ignore[method-assign]
 
     def _fast_put(self) -> Any:
         ring = self
@@ -489,6 +490,110 @@ class Ring:
 
         get.__doc__ = Ring.get.__doc__
         return get
+
+    # The views of reserve() and get_view() come from their own export of
+    # the segment (memoryview(seg), sliced, then the base released): a numpy
+    # array or memoryview slice made from one keeps that export alive, so the
+    # segment's export count tells the block's exit whether one survived.
+
+    def _fast_reserve(self) -> Any:
+        ring = self
+        lock = self._plock
+        acquire = lock.acquire
+        release = lock.release
+        load32 = self._load32
+        load64 = self._load64
+        store64 = self._store64
+        seg = self._seg
+        cap = self.capacity
+        max_message = self.max_message_size
+        repair = self._repair_producer
+        reservation = _Reservation
+
+        # put()'s fast path, with a view instead of the copy.
+        def reserve(nbytes: int, timeout: Optional[float] = None) -> _Reservation:
+            if type(nbytes) is not int or not 0 <= nbytes <= max_message:
+                nbytes = ring._reservation_size(nbytes)
+            rec = (nbytes + 15) & ~7
+            if timeout is None:
+                deadline = None
+                try:
+                    if not acquire(0):
+                        ring._lock(lock, None, repair)
+                except OwnerDiedError:
+                    repair(lock)
+            else:
+                deadline = ring._take_producer_lock(timeout)
+            try:
+                if load32(OFF_CLOSED):
+                    raise ValueError("put on a closed ring")
+                tail = load64(OFF_TAIL)
+                off = tail % cap
+                if tail & 7 or not 0 <= tail - ring._head_seen <= cap - rec or off + rec > cap:
+                    tail = ring._make_room(tail, rec, deadline, timeout == 0)
+                    off = tail % cap
+                pos = HEADER_SIZE + off
+                store64(pos, _MSG | nbytes)
+                exports = seg.exports
+                base = memoryview(seg)
+                view = base[pos + 8:pos + 8 + nbytes]
+                base.release()
+            except BaseException:
+                release()
+                raise
+            return reservation(ring, view, tail + rec, exports)
+
+        reserve.__doc__ = Ring.reserve.__doc__
+        return reserve
+
+    def _fast_get_view(self) -> Any:
+        ring = self
+        lock = self._clock
+        acquire = lock.acquire
+        release = lock.release
+        load64 = self._load64
+        seg = self._seg
+        cap = self.capacity
+        repair = self._repair_consumer
+        message_view = _MessageView
+
+        # get()'s fast path, with a view instead of the copy.
+        def get_view(timeout: Optional[float] = None) -> _MessageView:
+            if timeout is None:
+                deadline = None
+                try:
+                    if not acquire(0):
+                        ring._lock(lock, None, repair)
+                except OwnerDiedError:
+                    repair(lock)
+            else:
+                deadline = ring._take_consumer_lock(timeout)
+            try:
+                head = load64(OFF_HEAD)
+                tail = ring._tail_seen
+                if not 0 < tail - head <= cap:
+                    tail = ring._tail_seen = load64(OFF_TAIL)
+                off = head % cap
+                hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
+                n = hdr & _LEN_MASK
+                rec = (n + 15) & ~7
+                # rec <= tail - head <= cap also bounds n by max_message_size.
+                if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
+                    pos = HEADER_SIZE + off + 8
+                else:
+                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
+                    rec = (n + 15) & ~7
+                exports = seg.exports
+                base = memoryview(seg)
+                view = base[pos:pos + n].toreadonly()
+                base.release()
+            except BaseException:
+                release()
+                raise
+            return message_view(ring, view, head + rec, exports)
+
+        get_view.__doc__ = Ring.get_view.__doc__
+        return get_view
 
     # ---- attributes ----------------------------------------------------
     @property
@@ -829,27 +934,18 @@ class Ring:
         committed when the block exits normally and discarded if it raises.
         The producer lock is held for the duration of the block.
         """
+        # Attached, the closure from _fast_reserve() shadows this (see put()).
+        self._segment()
+        return self.reserve(nbytes, timeout)
+
+    def _reservation_size(self, nbytes: Any) -> int:
+        """reserve()'s argument, checked (the slow path of its one test)."""
         if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise TypeError("nbytes must be an int")
+            raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
         if nbytes < 0:
             raise ValueError("nbytes must not be negative")
         self._check_size(nbytes)
-        rec = _record_size(nbytes)
-        deadline = self._take_producer_lock(timeout)
-        try:
-            if self._load32(OFF_CLOSED):
-                raise ValueError("put on a closed ring")
-            cap = self.capacity
-            tail = self._load64(OFF_TAIL)
-            if tail & 7 or not 0 <= tail - self._head_seen <= cap - rec or tail % cap + rec > cap:
-                tail = self._make_room(tail, rec, deadline, timeout == 0)
-            pos = HEADER_SIZE + tail % cap
-            self._store64(pos, _MSG | nbytes)
-            view, exports = self._fresh_view(pos + 8, nbytes)
-        except BaseException:
-            self._plock.release()
-            raise
-        return _Reservation(self, view, tail, rec, exports)
+        return int(nbytes)
 
     def close(self) -> None:
         """End of stream: consumers drain what is queued, then get
@@ -862,23 +958,6 @@ class Ring:
     # ---- consumer side ---------------------------------------------------
     def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
         return self._take_lock(self._clock, self._repair_consumer, "consumer", timeout)
-
-    def _next_message(self, deadline: Optional[float], nowait: bool) -> "tuple[int, int, int, int]":
-        """_wait_message() after a quick look: the same answer, without its
-        validation loop when the next record is already committed."""
-        cap = self.capacity
-        head = self._load64(OFF_HEAD)
-        tail = self._tail_seen
-        if not 0 < tail - head <= cap:
-            tail = self._tail_seen = self._load64(OFF_TAIL)
-        off = head % cap
-        if 0 < tail - head <= cap and not head & 7:
-            hdr = self._load64(HEADER_SIZE + off)
-            n = hdr & _LEN_MASK
-            rec = (n + 15) & ~7
-            if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
-                return head, tail, HEADER_SIZE + off + 8, n
-        return self._wait_message(deadline, nowait)
 
     def _wait_message(self, deadline: Optional[float], nowait: bool,
                       spin: bool = True) -> "tuple[int, int, int, int]":
@@ -1011,26 +1090,9 @@ class Ring:
         raised and the message stays queued.  The consumer lock is held for
         the duration of the block.
         """
-        deadline = self._take_consumer_lock(timeout)
-        try:
-            head, tail, pos, n = self._next_message(deadline, timeout == 0)
-            view, exports = self._fresh_view(pos, n)
-            view = view.toreadonly()
-        except BaseException:
-            self._clock.release()
-            raise
-        return _MessageView(self, view, head + _record_size(n), exports)
-
-    def _fresh_view(self, pos: int, n: int) -> "tuple[memoryview, int]":
-        """A view of [pos, pos+n) through its own export of the segment, and
-        the segment's export count without it: anything derived from the view
-        keeps that export alive, which is how the exits detect it."""
-        seg = self._seg
-        exports = seg.exports
-        base = memoryview(seg)
-        view = base[pos:pos + n]
-        base.release()
-        return view, exports
+        # Attached, the closure from _fast_get_view() shadows this (see put()).
+        self._segment()
+        return self.get_view(timeout)
 
     # ---- arrays ------------------------------------------------------------
     def put_array(self, array: Any, timeout: Optional[float] = None) -> None:
@@ -1117,7 +1179,7 @@ class Ring:
         buf = self.__dict__.pop("_buf", None)
         if buf is not None and buf is not _DETACHED:
             buf.release()
-        for name in ("_load64", "_load32", "_store64", "_store64_seq_cst", "_read", "_write", "put", "get"):
+        for name in ("_load64", "_load32", "_store64", "_read", "_write", "put", "get", "reserve", "get_view"):
             self.__dict__.pop(name, None)
 
     def detach(self) -> None:

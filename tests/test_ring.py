@@ -284,6 +284,64 @@ def test_reserve_commit_and_discard(ring):
     assert ring.empty()
 
 
+def test_reserve_and_get_view_across_wraps():
+    # Sizes that land on, before and past the wrap point of a small ring,
+    # mixed with put/get so both paths see each other's records.
+    r = make_ring(256)
+    try:
+        rng = random.Random(7)
+        for i in range(500):
+            n = rng.choice([0, 1, 7, 8, 9, 63, r.max_message_size // 2, r.max_message_size])
+            payload = bytes((i + k) & 0xFF for k in range(n))
+            if i % 3:
+                with r.reserve(n) as buf:
+                    assert len(buf) == n and not buf.readonly
+                    buf[:] = payload
+            else:
+                r.put(payload)
+            if i % 2:
+                with r.get_view() as view:
+                    assert view.readonly and bytes(view) == payload
+            else:
+                assert r.get() == payload
+            assert r.empty()
+    finally:
+        cleanup(r)
+
+
+def test_reserve_and_get_view_refusals(ring):
+    for bad in ("3", 3.0, True, None):
+        with pytest.raises(TypeError):
+            ring.reserve(bad)
+    with pytest.raises(ValueError):
+        ring.reserve(ring.max_message_size + 1)
+    with pytest.raises(TimeoutError):
+        ring.get_view(timeout=0)
+    with pytest.raises(TimeoutError):
+        ring.get_view(timeout=0.01)
+    # A slice of the reserved view outliving the block: discarded, not committed.
+    with pytest.raises(BufferError):
+        with ring.reserve(4) as buf:
+            keep = buf[1:3]
+    keep.release()
+    assert ring.empty()
+    with ring.reserve(ring.max_message_size) as buf:
+        buf[:] = bytes(len(buf))
+    with pytest.raises(TimeoutError):
+        ring.reserve(0, timeout=0)
+    with pytest.raises(TimeoutError):
+        ring.reserve(1, timeout=0.01)
+    ring.close()
+    with pytest.raises(ValueError, match="closed"):
+        ring.reserve(1)
+    with ring.get_view() as view:
+        assert len(view) == ring.max_message_size
+    with pytest.raises(shmipc.EndOfStream):
+        ring.get_view()
+    # The locks were released on every refusal: the other side still works.
+    assert ring.empty() and ring.closed
+
+
 def test_get_view_zero_copy_and_release(ring):
     ring.put(b"in place")
     with ring.get_view() as view:
