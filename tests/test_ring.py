@@ -2,6 +2,7 @@
 multi-process integrity (producers x consumers with per-producer sequence
 numbers and checksums)."""
 import hashlib
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -215,6 +216,41 @@ def test_get_many_delivers_good_records_before_a_corrupted_one(ring):
         ring.get_many(10)
     with pytest.raises(shmipc.CorruptedError):
         ring.get(timeout=0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 64, 1000])
+def test_batches_of_equal_sizes_across_wraps(size):
+    # Equal sizes take put_many's one-join path and get_many's strided
+    # header check; a 4 KiB ring wraps every few batches, mid-run.
+    r = make_ring(4096)
+    try:
+        msgs = [os.urandom(size) if size else b"" for _ in range(700)]
+        got, pending = [], list(msgs)
+        for max_messages in itertools.cycle([1, 3, 64, 1000]):
+            if len(got) == len(msgs):
+                break
+            while pending:
+                try:
+                    del pending[: r.put_many(pending[:50], timeout=0)]
+                except TimeoutError:
+                    break
+            batch = r.get_many(max_messages, timeout=0)
+            assert 1 <= len(batch) <= max_messages
+            got += batch
+        assert got == msgs
+        assert r.empty()
+    finally:
+        cleanup(r)
+
+
+def test_get_many_equal_sizes_stops_at_a_corrupted_record(ring):
+    ring.put_many([b"abc"] * 5)
+    with _raw(ring) as seg:
+        fourth = ring_mod.HEADER_SIZE + 3 * 16
+        seg.write(struct.pack("=I", 0x1234), fourth + 4)  # its kind
+    assert ring.get_many(10) == [b"abc"] * 3
+    with pytest.raises(shmipc.CorruptedError):
+        ring.get_many(10)
 
 
 def test_put_many_returns_how_many_fit_before_the_timeout():
