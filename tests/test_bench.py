@@ -265,3 +265,35 @@ def test_report_targets():
     assert "met (need 2×)" in lines["Ring put/get, 64 B"]
     assert "MISSED" in lines["shmipc.Ring put/get round trip, 64 B"]  # 13 µs > 10 µs + 20%
     assert "not measured" in lines["Ring put/get, 1 MiB"]
+
+
+def _message(seq, size=64, tail=None):
+    return struct.pack("<Q", seq) + bytes(size - 16) + struct.pack("<Q", seq if tail is None else tail)
+
+
+def _feed(batches):
+    it = iter(batches)
+    return Endpoint(recv_many=lambda: next(it))
+
+
+def test_batch_consumer_checks_every_message():
+    from shmipc.bench import workloads
+
+    good = [[_message(s) for s in range(0, 5)], [_message(s) for s in range(5, 12)]]
+    assert workloads.consume(_feed(good), "batch", 64, 12) > 0
+
+    def fails(batches, count, match):
+        with pytest.raises(workloads.SequenceError, match=match):
+            workloads.consume(_feed(batches), "batch", 64, count)
+
+    swapped = [[_message(0), _message(2), _message(1)]]
+    fails(swapped, 3, "message 1: got sequence numbers 2/2")
+    torn = [[_message(0), _message(1, tail=7), _message(2)]]
+    fails(torn, 3, "message 1: got sequence numbers 1/7")
+    short = [[_message(0), _message(1)[:-8] + b"", _message(2)]]
+    fails(short, 3, "message 1: got 56 bytes")
+    # Lengths that add up although one is wrong.
+    uneven = [[_message(0)[:-8], _message(1) + bytes(8)]]
+    fails(uneven, 2, "message 0: got 56 bytes")
+    late = [[_message(0)], [_message(2)]]
+    fails(late, 2, "message 1: got sequence numbers 2/2")

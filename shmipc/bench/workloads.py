@@ -20,6 +20,7 @@ lost, duplicated, reordered, truncated or torn message raises
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -89,6 +90,31 @@ def _need(fn: Any, what: str) -> Any:
 def _checker(size: int) -> Callable[[Any], Any]:
     """unpack_from(buf) -> (head_seq, tail_seq) in one C call."""
     return struct.Struct(f"<Q{size - 16}xQ").unpack_from
+
+
+def _batch_checker(size: int) -> Optional[Callable[[List[Any], int], bool]]:
+    """check(batch, first) -> True when message i of *batch* has *size* bytes
+    and sequence number first + i at both ends: the per-message check, for a
+    whole batch in a few C calls (one join, two strided reads), so that
+    checking batches costs little next to the channel measured.  False sends
+    the caller to the per-message loop, which names the bad message.  None
+    where it does not apply: big messages (the join would copy them once more)
+    or a big-endian machine (the numbers are little-endian)."""
+    if size > 4096 or sys.byteorder != "little":
+        return None
+    words = size // 8
+
+    def check(batch: List[Any], first: int) -> bool:
+        blob = b"".join(batch)
+        if len(blob) != size * len(batch) or set(map(len, batch)) != {size}:
+            return False
+        q = memoryview(blob).cast("Q")
+        want = list(range(first, first + len(batch)))
+        ok = q[::words].tolist() == want and q[words - 1::words].tolist() == want
+        q.release()
+        return ok
+
+    return check
 
 
 def _mismatch(expected: int, msg: Any, size: int) -> SequenceError:
@@ -173,9 +199,14 @@ def consume(ep: Endpoint, mode: str, size: int, count: int) -> float:
                 raise _mismatch(expected, m, size)
     elif mode == "batch":
         recv_many = _need(ep.recv_many, "recv_many")
+        check_batch = _batch_checker(size)
         expected = 0
         while expected < count:
-            for m in recv_many():
+            batch = recv_many()
+            if check_batch is not None and batch and check_batch(batch, expected):
+                expected += len(batch)
+                continue
+            for m in batch:
                 if len(m) != size or unpack(m) != (expected, expected):
                     raise _mismatch(expected, m, size)
                 expected += 1
