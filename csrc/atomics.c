@@ -306,6 +306,24 @@ AtomicView_store64_then_load32(AtomicViewObject *self, PyObject *const *args,
     return PyLong_FromUnsignedLong(__atomic_load_n(flag, __ATOMIC_SEQ_CST));
 }
 
+/* The sleeper's half of the same handshake: raise my "sleeping" flag, then
+ * look at the index the peer moves.  Either the peer's load sees my flag (and
+ * it posts the doorbell) or my load sees its index (and I do not sleep). */
+static PyObject *
+AtomicView_store32_then_load64(AtomicViewObject *self, PyObject *const *args,
+                               Py_ssize_t nargs)
+{
+    uint32_t *flag, v;
+    uint64_t *p;
+    CHECK_NARGS("store32_then_load64", 3);
+    if ((flag = addr_of(self, args[0], 4)) == NULL || value32(args[1], &v) < 0 ||
+        (p = addr_of(self, args[2], 8)) == NULL) {
+        return NULL;
+    }
+    __atomic_store_n(flag, v, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(p, __ATOMIC_SEQ_CST));
+}
+
 static PyObject *
 AtomicView_exchange32(AtomicViewObject *self, PyObject *const *args,
                       Py_ssize_t nargs)
@@ -470,6 +488,10 @@ static PyMethodDef AtomicView_methods[] = {
              "store64_then_load32($self, off, v, flag_off, /)\n--\n\n"
              "Store v at off, then load the 32-bit value at flag_off, both "
              "seq_cst: the load is not reordered before the store."),
+    FASTCALL(store32_then_load64,
+             "store32_then_load64($self, flag_off, v, off, /)\n--\n\n"
+             "Store the 32-bit v at flag_off, then load the 64-bit value at "
+             "off, both seq_cst: the load is not reordered before the store."),
     FASTCALL(exchange32,
              "exchange32($self, off, v, /)\n--\n\n"
              "Store v, return the old value "

@@ -12,6 +12,7 @@ operation                              ordering        returns
 ``store32/64(off, v)``                 release         None
 ``store32/64_seq_cst(off, v)``         seq_cst         None
 ``store64_then_load32(off, v, f)``     seq_cst both    the value at *f*
+``store32_then_load64(f, v, off)``     seq_cst both    the value at *off*
 ``exchange32/64(off, v)``              seq_cst         the old value
 ``compare_exchange32/64(off, e, d)``   seq_cst strong  True if swapped
 ``fetch_add32/64(off, delta)``         seq_cst         the old value

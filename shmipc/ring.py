@@ -440,9 +440,11 @@ class Ring:
         acquire = lock.acquire
         release = lock.release
         load64 = self._load64
+        load32 = self._load32
         publish = self._av.store64_then_load32
         read = self._read
         doorbell = self._space_sem.release
+        data_sem = self._data_sem
         cap = self.capacity
         repair = self._repair_consumer
 
@@ -461,11 +463,13 @@ class Ring:
                 head = load64(OFF_HEAD)
                 tail = ring._tail_seen
                 if not 0 < tail - head <= cap:
-                    # The tail this process saw last is used up: look again
-                    # (spinning for a while if asked) before the slow path.
+                    # The tail this process saw last is used up: look again,
+                    # and if the ring is empty wait once here (spinning
+                    # first if asked) before the slow path, which loops.
                     tail = ring._tail_seen = load64(OFF_TAIL)
-                    if tail == head and ring.spin and timeout != 0:
-                        tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
+                    if tail == head and timeout != 0 and not load32(OFF_CLOSED):
+                        ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head)
+                        tail = ring._tail_seen = load64(OFF_TAIL)
                         spun = True
                 off = head % cap
                 if 0 < tail - head <= cap and not head & 7:
@@ -733,8 +737,7 @@ class Ring:
                 raise ValueError("put on a closed ring")
             if nowait:
                 raise TimeoutError("ring is full")
-            self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline,
-                        lambda: self._space_available(rec), OFF_HEAD, head)
+            self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline, OFF_HEAD, head)
 
     def _skip_leading_pad(self, head: int, tail: int) -> bool:
         """If the oldest record is padding and no consumer is busy, consume the
@@ -782,21 +785,22 @@ class Ring:
             if _monotonic() >= stop:
                 return value
 
-    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float], ready: Any,
+    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float],
                watch: int, seen: int, spin: bool = True) -> None:
-        """Sleep on *doorbell* until *ready()* may be true.
+        """Wait until the 64-bit index at *watch* (the one the other side
+        moves) may have left *seen*, then return: the caller looks again.
 
-        With ``self.spin`` set (and *spin* true), first busy-poll the one
-        index the other side moves (the 64-bit word at *watch*, last seen as
-        *seen*; see :meth:`_spin`).  Then raise the side's "sleeping" flag
-        (seq_cst) and re-check before sleeping, so a peer that published
-        meanwhile sees the flag and posts."""
+        With ``self.spin`` set (and *spin* true), first busy-poll it (see
+        :meth:`_spin`).  Then raise this side's "sleeping" flag and load the
+        index in one seq_cst pair (``store32_then_load64``): a peer that
+        published meanwhile either is seen here or sees the flag and posts
+        the *doorbell*.  close() posts both doorbells whatever the flags say,
+        so a sleeper also wakes for the end of the stream."""
         if spin and self.spin > 0 and self._spin(watch, seen, deadline) != seen:
             return
         av = self._av
-        av.store32_seq_cst(flag_offset, 1)
         try:
-            if ready():
+            if av.store32_then_load64(flag_offset, 1, watch) != seen:
                 return
             if deadline is None:
                 wait = _WAIT_SLICE
@@ -1026,11 +1030,8 @@ class Ring:
                 continue
             if nowait:
                 raise TimeoutError("ring is empty")
-            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, self._has_data, OFF_TAIL, tail, spin)
+            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, OFF_TAIL, tail, spin)
             spin = True
-
-    def _has_data(self) -> bool:
-        return self._load64(OFF_TAIL) != self._load64(OFF_HEAD) or bool(self._load32(OFF_CLOSED))
 
     def _publish_head(self, head: int) -> None:
         if self._av.store64_then_load32(OFF_HEAD, head, OFF_PRODUCER_WAITING):

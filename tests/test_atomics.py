@@ -21,6 +21,7 @@ METHODS = [
     ("store32_seq_cst", 4, (1,)),
     ("store64_seq_cst", 8, (1,)),
     ("store64_then_load32", 8, (1, 0)),
+    ("store32_then_load64", 4, (1, 0)),
     ("exchange32", 4, (1,)),
     ("exchange64", 8, (1,)),
     ("compare_exchange32", 4, (0, 1)),
@@ -148,6 +149,23 @@ def test_store64_then_load32_checks_the_flag_offset_before_storing(av, flag_off)
     with pytest.raises(ValueError):
         av.store64_then_load32(0, 2, flag_off)
     assert av.load64(0) == 1  # nothing was stored
+
+
+def test_store32_then_load64_stores_then_returns_the_index(av):
+    av.store64(64, 2**64 - 1)
+    assert av.store32_then_load64(0, 1, 64) == 2**64 - 1
+    assert av.load32(0) == 1
+    av.store64(64, 7)
+    assert av.store32_then_load64(4, 0xFFFFFFFF, 64) == 7
+    assert av.load32(4) == 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("off", [4, -8, SEG_SIZE - 4, SEG_SIZE])
+def test_store32_then_load64_checks_the_index_offset_before_storing(av, off):
+    av.store32(0, 1)
+    with pytest.raises(ValueError):
+        av.store32_then_load64(0, 2, off)
+    assert av.load32(0) == 1  # nothing was stored
 
 
 def test_extreme_values(av):
