@@ -1074,6 +1074,7 @@ class Ring:
         (each shared byte is read once); a big record is read on its own."""
         cap = self.capacity
         read = self._read
+        read_many = self._seg.read_many
         append = out.append
         while len(out) < max_messages and head != tail:
             off = head % cap
@@ -1084,20 +1085,22 @@ class Ring:
                 append(read(hdr & _LEN_MASK, HEADER_SIZE + off + 8))
                 head += first
                 continue
+            # Records of one size (the common case) sit one record apart:
+            # check their headers and copy their payloads out with one
+            # read_many() each, when the second record looks like the first.
+            count = min(avail // first, max_messages - len(out))
+            if count > 1 and hdr >> 32 == KIND_MSG and self._load64(HEADER_SIZE + off + first) == hdr:
+                pos = HEADER_SIZE + off
+                if read_many(count, 8, pos, first).count(_HEADER.pack(hdr)) == count:
+                    out += read_many(count, hdr & _LEN_MASK, pos + 8, first)
+                    head += count * first
+                    continue
             # Guess the run from the first record: exact for equal sizes.
             span = min(avail, _RUN_BYTES, max(first, 8) * (max_messages - len(out)))
             run = read(span, HEADER_SIZE + off)
             words = memoryview(run).cast("Q")
             try:
                 p = 0
-                # Records of one size (the common case): their headers sit
-                # one record apart, so one strided read checks them all.
-                count = min(span // first, max_messages - len(out))
-                if (count > 1 and hdr >> 32 == KIND_MSG
-                        and words[: count * first >> 3: first >> 3].tolist().count(hdr) == count):
-                    n = hdr & _LEN_MASK
-                    out += [run[q:q + n] for q in range(8, 8 + count * first, first)]
-                    p = count * first
                 while p < span and len(out) < max_messages:
                     hdr = words[p >> 3]
                     n = hdr & _LEN_MASK
