@@ -556,6 +556,8 @@ class Ring:
         acquire = lock.acquire
         release = lock.release
         load64 = self._load64
+        load32 = self._load32
+        data_sem = self._data_sem
         seg = self._seg
         cap = self.capacity
         repair = self._repair_consumer
@@ -577,6 +579,9 @@ class Ring:
                 tail = ring._tail_seen
                 if not 0 < tail - head <= cap:
                     tail = ring._tail_seen = load64(OFF_TAIL)
+                    if tail == head and timeout != 0 and not load32(OFF_CLOSED):
+                        ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head)
+                        tail = ring._tail_seen = load64(OFF_TAIL)
                 off = head % cap
                 hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
                 n = hdr & _LEN_MASK
