@@ -77,6 +77,19 @@ _SEQ_LIMIT = 1 << 63  # a latest-value sequence at or past this is corrupted
 _monotonic = time.monotonic
 
 
+# os.getpid() is a system call (~0.2 µs here) and _own() runs on every
+# send and recv: the pid is cached, and refreshed in a child after os.fork().
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
 def _slot_stride(max_size: int) -> int:
     return 8 + ((max_size + 7) & ~7)
 
@@ -289,7 +302,7 @@ class Mailbox:
             self._may_read.release()  # the message is delivered again
 
     def _own(self, role: int) -> None:
-        self._av.store64(OFF_OWNER, os.getpid() | role << 32)
+        self._av.store64(OFF_OWNER, _pid | role << 32)
 
     def _check_len(self, n: int) -> None:
         if n > self.max_size:

@@ -1074,9 +1074,11 @@ class Ring:
         """With the consumer lock held and a valid record at *head*: append
         up to *max_messages* payloads to *out*, return the new head.
 
-        Small records are copied out of the ring in runs of up to
-        _RUN_BYTES with one read and split here, from that private copy
-        (each shared byte is read once); a big record is read on its own."""
+        A run of equal-size records is checked and copied out with two
+        read_many() calls (headers, then payloads).  Other small records are
+        copied out in runs of up to _RUN_BYTES with one read and split here,
+        from that private copy (each shared byte is read once); a big record
+        is read on its own."""
         cap = self.capacity
         read = self._read
         read_many = self._seg.read_many
