@@ -98,7 +98,11 @@ def step(rd: Reader, st: State) -> None:
         rd.choice(st.segs).detach()
     elif op == 2 and st.segs:
         seg = rd.choice(st.segs)
-        seg.read(rd.wild_int(), rd.wild_int())
+        if rd.int(1) & 1:
+            seg.read(rd.wild_int(), rd.wild_int())
+        else:
+            count = rd.wild_int() if rd.int(1) & 1 else rd.below(64)
+            seg.read_many(count, rd.wild_int(), rd.wild_int(), rd.wild_int())
     elif op == 3 and st.segs:
         seg = rd.choice(st.segs)
         data, off = rd.bytes(rd.below(64)), rd.wild_int()
@@ -124,9 +128,15 @@ def step(rd: Reader, st: State) -> None:
         off = rd.wild_int() if rd.int(1) & 1 else rd.below(4096) & ~3
         value = rd.wild_int()
         width = 8 if rd.int(1) & 1 else 4
-        name = rd.choice(["load", "store", "store_seq_cst", "exchange", "compare_exchange", "fetch_add"])
+        name = rd.choice(["load", "store", "store_seq_cst", "exchange", "compare_exchange", "fetch_add",
+                          "store_then_load"])
         writes = name != "load"
         if writes and st.hits_held(av.obj, off, off + width):
+            return
+        if name == "store_then_load":  # a store of one width, a load of the other
+            other = rd.wild_int() if rd.int(1) & 1 else rd.below(4096) & ~7
+            fn = av.store64_then_load32 if width == 8 else av.store32_then_load64
+            fn(off, value, other)
             return
         bits = width * 8
         method = {"load": f"load{bits}", "store": f"store{bits}", "store_seq_cst": f"store{bits}_seq_cst",

@@ -124,7 +124,10 @@ def _ring_ops(rd: Reader, allowed) -> None:
                 elif op == 3:
                     r.put(rd.bytes(rd.below(600)), timeout=0)
                 elif op == 4:
-                    r.put_many([rd.bytes(rd.below(100)) for _ in range(rd.below(5) + 1)], timeout=0)
+                    if rd.int(1) & 1:
+                        r.put_many([rd.bytes(rd.below(100)) for _ in range(rd.below(5) + 1)], timeout=0)
+                    else:  # equal sizes: put_many's one-join path, get_many's read_many path
+                        r.put_many([rd.bytes(rd.below(40))] * (rd.below(8) + 2), timeout=0)
                 elif op == 5:
                     with r.reserve(rd.below(300), timeout=0) as buf:
                         buf[:] = bytes(len(buf))
