@@ -468,9 +468,12 @@ class Ring:
                     # first if asked) before the slow path, which loops.
                     tail = ring._tail_seen = load64(OFF_TAIL)
                     if tail == head and timeout != 0 and not load32(OFF_CLOSED):
-                        ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head)
-                        tail = ring._tail_seen = load64(OFF_TAIL)
                         spun = True
+                        if ring.spin:
+                            tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
+                        if tail == head:
+                            ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head, False)
+                            tail = ring._tail_seen = load64(OFF_TAIL)
                 off = head % cap
                 if 0 < tail - head <= cap and not head & 7:
                     hdr = load64(HEADER_SIZE + off)
@@ -580,8 +583,11 @@ class Ring:
                 if not 0 < tail - head <= cap:
                     tail = ring._tail_seen = load64(OFF_TAIL)
                     if tail == head and timeout != 0 and not load32(OFF_CLOSED):
-                        ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head)
-                        tail = ring._tail_seen = load64(OFF_TAIL)
+                        if ring.spin:
+                            tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
+                        if tail == head:
+                            ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head, False)
+                            tail = ring._tail_seen = load64(OFF_TAIL)
                 off = head % cap
                 hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
                 n = hdr & _LEN_MASK
