@@ -588,7 +588,13 @@ Segment_read_many(SegmentObject *self, PyObject *const *args,
     if (list == NULL) {
         return NULL;
     }
-    /* No Python code runs in this loop: the mapping cannot go away. */
+    /* Allocating a list may run the garbage collector, and a finalizer may
+     * detach this segment: look again.  The bytes allocations below are not
+     * tracked by the collector, so no Python code runs in the loop. */
+    if (check_attached(self) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
     for (i = 0; i < count; i++) {
         PyObject *item = PyBytes_FromStringAndSize(
             self->addr + offset + i * stride, size);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import subprocess
 import sys
 import time
 
@@ -491,6 +492,41 @@ def test_read_many_argument_types_and_detached(shm):
     seg.detach()
     with pytest.raises(ValueError):
         seg.read_many(1, 1)
+
+
+_DETACH_DURING_READ_MANY = """
+import gc
+import shmipc
+seg = shmipc.Segment.create(1 << 20)
+seg.remove()
+class Detacher:
+    def __del__(self):
+        seg.detach()
+gc.collect()
+gc.disable()
+a = Detacher(); a.cycle = a; del a
+# The next object the collector tracks (read_many's list) starts a collection.
+gc.set_threshold(max(gc.get_count()[0], 1))
+gc.enable()
+try:
+    seg.read_many(100000, 8, 0, 8)
+except ValueError as e:
+    print("ValueError", e)
+else:
+    print("read", seg.closed)
+"""
+
+
+def test_read_many_survives_a_finalizer_that_detaches():
+    # Allocating the result list may run the collector, whose finalizers may
+    # detach the segment: a clear error, not a read through a dead mapping.
+    # The child imports the same shmipc as this process.
+    where = os.path.dirname(os.path.dirname(os.path.abspath(shmipc.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [where, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _DETACH_DURING_READ_MANY], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ValueError operation on a detached segment"), proc.stdout
 
 
 def test_prefault(shm):
