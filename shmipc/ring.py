@@ -63,6 +63,7 @@ be buggy or hostile): a bad magic, version, size, index or record raises
 """
 from __future__ import annotations
 
+import operator
 import os
 import struct
 import time
@@ -103,6 +104,9 @@ KIND_PAD = 0x50414421
 _MSG = KIND_MSG << 32
 _PAD = KIND_PAD << 32
 _LEN_MASK = 0xFFFFFFFF
+# No ring moves 2**62 bytes (4.6 EB) in its life: an index past this was
+# written by someone else, and index + record would soon overflow the u64.
+_INDEX_LIMIT = 1 << 62
 
 # How long one blocking wait lasts before the waiter looks at whether the
 # segment was removed under it (bounded reaction to IPC_RMID).
@@ -568,6 +572,7 @@ class Ring:
 
         # get()'s fast path, with a view instead of the copy.
         def get_view(timeout: Optional[float] = None) -> _MessageView:
+            spun = False
             if timeout is None:
                 deadline = None
                 try:
@@ -583,6 +588,7 @@ class Ring:
                 if not 0 < tail - head <= cap:
                     tail = ring._tail_seen = load64(OFF_TAIL)
                     if tail == head and timeout != 0 and not load32(OFF_CLOSED):
+                        spun = True
                         if ring.spin:
                             tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
                         if tail == head:
@@ -596,7 +602,7 @@ class Ring:
                 if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
                     pos = HEADER_SIZE + off + 8
                 else:
-                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
+                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0, not spun)
                     rec = (n + 15) & ~7
                 exports = seg.exports
                 base = memoryview(seg)
@@ -644,7 +650,7 @@ class Ring:
         load64 = self._load64
         head = load64(OFF_HEAD)
         tail = load64(OFF_TAIL)
-        if head & 7 or tail & 7 or not 0 <= tail - head <= self.capacity:
+        if head & 7 or tail & 7 or not 0 <= tail - head <= self.capacity or tail >= _INDEX_LIMIT:
             raise CorruptedError(
                 f"ring indices are corrupted (head={head}, tail={tail}, capacity={self.capacity})"
             )
@@ -722,11 +728,13 @@ class Ring:
         contiguously, padding to the wrap point and waiting for consumers as
         needed.  Raises TimeoutError when the deadline passes."""
         cap = self.capacity
+        if rec > cap:  # callers check sizes first; this loop would never end
+            raise ValueError(f"a record of {rec} bytes can never fit a ring of {cap}")
         av = self._av
         while True:
             head = av.load64(OFF_HEAD)
             tail = av.load64(OFF_TAIL)
-            if head & 7 or tail & 7 or not 0 <= tail - head <= cap:
+            if head & 7 or tail & 7 or not 0 <= tail - head <= cap or tail >= _INDEX_LIMIT:
                 raise CorruptedError(
                     f"ring indices are corrupted (head={head}, tail={tail}, capacity={cap})"
                 )
@@ -987,13 +995,19 @@ class Ring:
         return self.reserve(nbytes, timeout)
 
     def _reservation_size(self, nbytes: Any) -> int:
-        """reserve()'s argument, checked (the slow path of its one test)."""
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
-        if nbytes < 0:
+        """reserve()'s argument as a plain int, checked (the slow path of its
+        one test).  Converted first and the result checked: an int subclass
+        could answer differently each time it is asked."""
+        if isinstance(nbytes, bool):
+            raise TypeError("nbytes must be an int, not bool")
+        try:
+            n = int.__index__(operator.index(nbytes))  # an exact int
+        except TypeError:
+            raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}") from None
+        if n < 0:
             raise ValueError("nbytes must not be negative")
-        self._check_size(nbytes)
-        return int(nbytes)
+        self._check_size(n)
+        return n
 
     def close(self) -> None:
         """End of stream: consumers drain what is queued, then get

@@ -560,6 +560,46 @@ def test_corrupted_live_state_is_reported(ring, field, value):
             fresh.detach()
 
 
+def test_indices_near_the_top_of_u64_are_corrupted(ring):
+    # Aligned, equal and close to 2**64: the ring looks empty, but the next
+    # record would overflow the index. A clear error, not OverflowError.
+    top = (1 << 64) - 64
+    with _raw(ring) as seg:
+        seg.write(struct.pack("=Q", top), ring_mod.OFF_TAIL)
+        seg.write(struct.pack("=Q", top), ring_mod.OFF_HEAD)
+        fresh = shmipc.Ring.attach(shmid=ring.shmid)
+        try:
+            for call in (lambda: fresh.put(b"x" * 100, timeout=0), lambda: fresh.put_many([b"x"] * 3, timeout=0),
+                         lambda: fresh.reserve(8, timeout=0), lambda: fresh.get(timeout=0),
+                         lambda: fresh.get_many(2, timeout=0)):
+                with pytest.raises(shmipc.CorruptedError):
+                    call()
+        finally:
+            fresh.detach()
+
+
+def test_reserve_takes_the_size_once():
+    # An int subclass may answer differently each time: the size is
+    # converted once and that value is checked and used.
+    class Shifty(int):
+        def __int__(self):
+            return 7  # fits too: a regression fails the length check, not hangs
+
+        def __index__(self):
+            return 5
+
+    r = make_ring(4096)
+    try:
+        with r.reserve(Shifty(5), timeout=1) as buf:
+            assert len(buf) == 5
+            buf[:] = b"12345"
+        with r.reserve(np.int64(3), timeout=1) as buf:  # numpy integers are ints too
+            buf[:] = b"abc"
+        assert r.get_many(2) == [b"12345", b"abc"]
+    finally:
+        cleanup(r)
+
+
 # ---- multi-process --------------------------------------------------------------
 
 HDR = struct.Struct("=IQ16s")  # producer id, sequence, md5 of payload
