@@ -78,7 +78,10 @@ _monotonic = time.monotonic
 
 
 # os.getpid() is a system call (~0.2 µs here) and _own() runs on every
-# send and recv: the pid is cached, and refreshed in a child after os.fork().
+# send and recv: the pid is cached, and refreshed in a child after os.fork()
+# (and so after multiprocessing's fork).  A fork() made in C without Python's
+# fork hooks would leave the parent's pid here: such a child that then died
+# holding the slot would not be seen as dead while the parent lives.
 _pid = os.getpid()
 
 
