@@ -526,7 +526,13 @@ def test_read_many_survives_a_finalizer_that_detaches():
     proc = subprocess.run([sys.executable, "-c", _DETACH_DURING_READ_MANY], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ValueError operation on a detached segment"), proc.stdout
+    if sys.version_info < (3, 12):
+        # The collector runs inside the allocation: the finalizer detaches mid-call.
+        assert proc.stdout.startswith("ValueError operation on a detached segment"), proc.stdout
+    else:
+        # From 3.12 a collection waits for the interpreter's next safe point:
+        # the call completes and the finalizer detaches after it (or before).
+        assert proc.stdout.startswith(("ValueError operation on a detached segment", "read True")), proc.stdout
 
 
 def test_prefault(shm):
