@@ -533,9 +533,11 @@ Segment_read(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
 
 /* read_many(count, size, offset=0, stride=None) -> list of count bytes
  * objects of size bytes, the i-th copied from offset + i * stride (stride
- * defaults to size).  A ring's batch read of equal records builds its
- * messages here: one call for the run instead of slicing a copy of it in
- * Python, message by message. */
+ * defaults to size, or 1 for size 0).  A ring's batch read of equal records
+ * builds its messages here: one call for the run instead of slicing a copy
+ * of it in Python, message by message.  stride >= 1, so every slice starts
+ * at its own offset inside the segment: count is bounded by the segment's
+ * size, and no call can ask for billions of copies of one slice. */
 static PyObject *
 Segment_read_many(SegmentObject *self, PyObject *const *args,
                   Py_ssize_t nargs, PyObject *kwnames)
@@ -558,14 +560,18 @@ Segment_read_many(SegmentObject *self, PyObject *const *args,
         (argv[2] != NULL && !offset_converter(argv[2], &offset))) {
         return NULL;
     }
-    stride = size;
+    stride = size > 0 ? size : 1;
     if (argv[3] != NULL && argv[3] != Py_None &&
         !offset_converter(argv[3], &stride)) {
         return NULL;
     }
-    if (count < 0 || size < 0 || stride < 0) {
+    if (count < 0 || size < 0) {
         PyErr_SetString(PyExc_ValueError,
-                        "count, size and stride must not be negative");
+                        "count and size must not be negative");
+        return NULL;
+    }
+    if (stride < 1) {
+        PyErr_SetString(PyExc_ValueError, "stride must be at least 1");
         return NULL;
     }
     /* Only now: the conversions above may run __index__, which may detach. */
@@ -804,7 +810,7 @@ static PyMethodDef Segment_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "read_many($self, count, size, offset=0, stride=None)\n--\n\n"
      "Copy out count slices of size bytes, the i-th at offset + i * stride "
-     "(stride defaults to size), as a list of bytes."},
+     "(stride >= 1; defaults to size, or 1 for size 0), as a list of bytes."},
     {"write", (PyCFunction)(void (*)(void))Segment_write,
      METH_FASTCALL | METH_KEYWORDS,
      "write($self, data, offset=0)\n--\n\n"

@@ -458,8 +458,9 @@ def test_read_many(seg):
     seg.write(bytes(range(64)))
     assert seg.read_many(4, 2) == [b"\x00\x01", b"\x02\x03", b"\x04\x05", b"\x06\x07"]
     assert seg.read_many(3, 2, 8, 10) == [bytes([8, 9]), bytes([18, 19]), bytes([28, 29])]
-    assert seg.read_many(count=2, size=1, offset=1, stride=0) == [b"\x01", b"\x01"]
-    assert seg.read_many(3, 0, 4096) == [b"", b"", b""]
+    assert seg.read_many(count=2, size=3, offset=1, stride=1) == [b"\x01\x02\x03", b"\x02\x03\x04"]  # overlapping
+    assert seg.read_many(3, 0, 4093) == [b"", b"", b""]  # stride 1 for size 0: offsets 4093..4095
+    assert seg.read_many(1, 0, 4096) == [b""]
     assert seg.read_many(0, 5) == []
     assert seg.read_many(2, 8, seg.size - 16) == [bytes(8), bytes(8)]  # exact fit at the end
     assert all(type(b) is bytes for b in seg.read_many(3, 4))
@@ -468,7 +469,8 @@ def test_read_many(seg):
 @pytest.mark.parametrize(
     "args",
     [(2, 8, 4096 - 15), (1, 4097), (2, 2049), (3, 1, 0, 2048), (2, 1, 4096), (-1, 1), (1, -1),
-     (2, 1, 0, -1), (1, 1, -1), (2**62, 1, 0, 2**62), (2**63, 2**63), (2, 1, 0, 2**200), (1, 1, 2**200)],
+     (2, 1, 0, -1), (1, 1, -1), (2**62, 1, 0, 2**62), (2**63, 2**63), (2, 1, 0, 2**200), (1, 1, 2**200),
+     (2, 1, 0, 0), (1, 1, 0, 0), (2**40, 0), (4098, 0), (2**31, 1, 0, 0)],
     ids=str,
 )
 def test_read_many_out_of_range(seg, args):
