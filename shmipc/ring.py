@@ -377,9 +377,9 @@ class Ring:
         # self, and these run once per message.  They shadow the methods of
         # the same names, which after detach() raise ValueError.
         self.put = self._fast_put()  # type: ignore[method-assign]  # deliberate shadowing, see above
-        self.get = self._fast_get()  # type: ignore[method-assign]
+        self.get = self._fast_take(copy=True)  # type: ignore[method-assign]
         self.reserve = self._fast_reserve()  # type: ignore[method-assign]
-        self.get_view = self._fast_get_view()  # type: ignore[method-assign]
+        self.get_view = self._fast_take(copy=False)  # type: ignore[method-assign]
 
     def _fast_put(self) -> Any:
         ring = self
@@ -438,7 +438,9 @@ class Ring:
         put.__doc__ = Ring.put.__doc__
         return put
 
-    def _fast_get(self) -> Any:
+    def _fast_take(self, copy: bool) -> Any:
+        """get() (*copy*) or get_view() as a closure: one body, so the two
+        find the next message alike; they differ only in the last step."""
         ring = self
         lock = self._clock
         acquire = lock.acquire
@@ -449,10 +451,12 @@ class Ring:
         read = self._read
         doorbell = self._space_sem.release
         data_sem = self._data_sem
+        seg = self._seg
         cap = self.capacity
         repair = self._repair_consumer
+        message_view = _MessageView
 
-        def get(timeout: Optional[float] = None) -> bytes:
+        def take(timeout: Optional[float] = None) -> Any:
             if timeout is None:
                 deadline = None
                 try:
@@ -479,28 +483,35 @@ class Ring:
                             ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head, False)
                             tail = ring._tail_seen = load64(OFF_TAIL)
                 off = head % cap
-                if 0 < tail - head <= cap and not head & 7:
-                    hdr = load64(HEADER_SIZE + off)
-                    n = hdr & _LEN_MASK
-                    rec = (n + 15) & ~7
-                    # rec <= tail - head <= cap also bounds n by max_message_size.
-                    if hdr >> 32 != KIND_MSG or rec > tail - head or off + rec > cap:
-                        head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
-                        rec = (n + 15) & ~7
-                    else:
-                        pos = HEADER_SIZE + off + 8
+                hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
+                n = hdr & _LEN_MASK
+                rec = (n + 15) & ~7
+                # rec <= tail - head <= cap also bounds n by max_message_size.
+                if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
+                    pos = HEADER_SIZE + off + 8
                 else:
                     head, tail, pos, n = ring._wait_message(deadline, timeout == 0, not spun)
                     rec = (n + 15) & ~7
+                if not copy:
+                    # The view's own export (the note above _fast_reserve);
+                    # the block's exit consumes the message, releases the lock.
+                    exports = seg.exports
+                    base = memoryview(seg)
+                    view = base[pos:pos + n].toreadonly()
+                    base.release()
+                    return message_view(ring, view, head + rec, exports)
                 data = read(n, pos)
                 if publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING):
                     doorbell()
-            finally:
+            except BaseException:
                 release()
+                raise
+            release()
             return data
 
-        get.__doc__ = Ring.get.__doc__
-        return get
+        take.__doc__ = Ring.get.__doc__ if copy else Ring.get_view.__doc__
+        take.__name__ = take.__qualname__ = "get" if copy else "get_view"
+        return take
 
     # The views of reserve() and get_view() come from their own export of
     # the segment (memoryview(seg), sliced, then the base released): a numpy
@@ -556,65 +567,6 @@ class Ring:
 
         reserve.__doc__ = Ring.reserve.__doc__
         return reserve
-
-    def _fast_get_view(self) -> Any:
-        ring = self
-        lock = self._clock
-        acquire = lock.acquire
-        release = lock.release
-        load64 = self._load64
-        load32 = self._load32
-        data_sem = self._data_sem
-        seg = self._seg
-        cap = self.capacity
-        repair = self._repair_consumer
-        message_view = _MessageView
-
-        # get()'s fast path, with a view instead of the copy.
-        def get_view(timeout: Optional[float] = None) -> _MessageView:
-            spun = False
-            if timeout is None:
-                deadline = None
-                try:
-                    if not acquire(0):
-                        ring._lock(lock, None, repair)
-                except OwnerDiedError:
-                    repair(lock)
-            else:
-                deadline = ring._take_consumer_lock(timeout)
-            try:
-                head = load64(OFF_HEAD)
-                tail = ring._tail_seen
-                if not 0 < tail - head <= cap:
-                    tail = ring._tail_seen = load64(OFF_TAIL)
-                    if tail == head and timeout != 0 and not load32(OFF_CLOSED):
-                        spun = True
-                        if ring.spin:
-                            tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
-                        if tail == head:
-                            ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head, False)
-                            tail = ring._tail_seen = load64(OFF_TAIL)
-                off = head % cap
-                hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
-                n = hdr & _LEN_MASK
-                rec = (n + 15) & ~7
-                # rec <= tail - head <= cap also bounds n by max_message_size.
-                if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
-                    pos = HEADER_SIZE + off + 8
-                else:
-                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0, not spun)
-                    rec = (n + 15) & ~7
-                exports = seg.exports
-                base = memoryview(seg)
-                view = base[pos:pos + n].toreadonly()
-                base.release()
-            except BaseException:
-                release()
-                raise
-            return message_view(ring, view, head + rec, exports)
-
-        get_view.__doc__ = Ring.get_view.__doc__
-        return get_view
 
     # ---- attributes ----------------------------------------------------
     @property
@@ -1162,7 +1114,7 @@ class Ring:
         raised and the message stays queued.  The consumer lock is held for
         the duration of the block.
         """
-        # Attached, the closure from _fast_get_view() shadows this (see put()).
+        # Attached, the closure from _fast_take() shadows this (see put()).
         self._segment()
         return self.get_view(timeout)
 

@@ -45,12 +45,14 @@ class Ring(Contestant):
         super().__init__()
         self.mode = mode
         self.spin = spin
+        frames_note = ""
         if mode == "single":
             self.name = "shmipc.Ring put/get"
             # Ring is multi-producer/multi-consumer by design (issue 4).
             self.scenarios = frozenset({"spsc", "pingpong", "mpmc", "frames"})
             self.frames = "copy"
-            self.note = "Ring.put/get; frames: put_array/get_array (copies)"
+            self.note = "Ring.put/get"
+            frames_note = "; frames: put_array/get_array (copies)"
         elif mode == "batch":
             self.name = "shmipc.Ring put_many/get_many"
             self.scenarios = frozenset({"spsc", "mpmc"})
@@ -59,18 +61,16 @@ class Ring(Contestant):
             self.name = "shmipc.Ring reserve/get_view"
             self.scenarios = frozenset({"spsc", "pingpong", "frames"})
             self.frames = "zero-copy"
-            self.note = (
-                "copy in through reserve(), read in place through get_view(); frames: written "
-                "and read in place (numpy.frombuffer on the views)"
-            )
+            self.note = "copy in through reserve(), read in place through get_view()"
+            frames_note = "; frames: written and read in place (numpy.frombuffer on the views)"
         else:
             raise ValueError(mode)
         if spin:
             self.name += f" spin={spin * 1e6:g}µs"
-            self.scenarios = frozenset({"spsc", "pingpong"})
-            # The mode's own note up to its frames part, which does not apply.
-            self.note = self.note.split("; frames")[0]
+            self.scenarios = frozenset({"spsc", "pingpong"})  # no frames, so no frames note
             self.note += f"; ring.spin = {spin * 1e6:g} µs in both processes (busy-polls before blocking)"
+        else:
+            self.note += frames_note
         self.note += "; capacity max(4 MiB, 4 messages)"
 
     def check(self) -> None:
