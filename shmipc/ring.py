@@ -1046,8 +1046,8 @@ class Ring:
         """With the consumer lock held and a valid record at *head*: append
         up to *max_messages* payloads to *out*, return the new head.
 
-        A run of equal-size records is checked and copied out with two
-        read_many() calls (headers, then payloads).  Other small records are
+        A run (up to _RUN_BYTES) of equal-size records is checked and copied
+        out with two read_many() calls (headers, then payloads).  Other small records are
         copied out in runs of up to _RUN_BYTES with one read and split here,
         from that private copy (each shared byte is read once); a big record
         is read on its own."""
@@ -1067,7 +1067,7 @@ class Ring:
             # Records of one size (the common case) sit one record apart:
             # check their headers and copy their payloads out with one
             # read_many() each, when the second record looks like the first.
-            count = min(avail // first, max_messages - len(out))
+            count = min(min(avail, _RUN_BYTES) // first, max_messages - len(out))
             if count > 1 and hdr >> 32 == KIND_MSG and self._load64(HEADER_SIZE + off + first) == hdr:
                 pos = HEADER_SIZE + off
                 if read_many(count, 8, pos, first).count(_HEADER.pack(hdr)) == count:

@@ -243,6 +243,19 @@ def test_batches_of_equal_sizes_across_wraps(size):
         cleanup(r)
 
 
+def test_get_many_equal_sizes_beyond_one_run():
+    # More equal records than one run holds: one call copies them run by run.
+    r = make_ring(1 << 20)
+    try:
+        msgs = [i.to_bytes(4, "little") * 25 for i in range(5000)]  # 5000 x 112-byte records
+        assert 5000 * 112 > ring_mod._RUN_BYTES
+        assert r.put_many(msgs) == 5000
+        assert r.get_many(10000) == msgs
+        assert r.empty()
+    finally:
+        cleanup(r)
+
+
 def test_get_many_equal_sizes_stops_at_a_corrupted_record(ring):
     ring.put_many([b"abc"] * 5)
     with _raw(ring) as seg:
