@@ -33,6 +33,7 @@
  */
 #include "shmipc.h"
 
+#include <limits.h>
 #include <string.h>
 
 #if !defined(__GNUC__)
@@ -48,6 +49,8 @@ typedef struct {
     char *buf;          /* view.buf; NULL once released */
     Py_ssize_t len;
     Py_buffer view;
+    unsigned long generation;   /* fork generation of inflight */
+    int inflight;               /* threads of this process in a futex wait */
 } AtomicViewObject;
 
 static PyObject *
@@ -74,6 +77,8 @@ AtomicView_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->buf = (char *)self->view.buf;
     self->len = self->view.len;
+    self->generation = shmipc_fork_generation();
+    self->inflight = 0;
     return (PyObject *)self;
 }
 
@@ -415,9 +420,192 @@ AtomicView_fence(AtomicViewObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ---- futex(2) on words of the buffer ------------------------------------
+ * A word here is a doorbell: a counter bumped by whoever wakes, watched by
+ * whoever sleeps.  Its value carries no meaning beyond "changed", so a peer
+ * that rewrites it costs spurious or missed wake-ups (bounded by the
+ * caller's timeout slices), nothing else. */
+
+static void
+sync_generation(AtomicViewObject *self)
+{
+    unsigned long gen = shmipc_fork_generation();
+    if (self->generation != gen) {
+        self->generation = gen;
+        self->inflight = 0;   /* the parent's threads are not here */
+    }
+}
+
+/* Sleep on the 32-bit word at bell while it holds expected, at most
+ * timeout seconds (< 0: no limit).  Returns 1 if woken or the word moved
+ * (or any other futex result: the caller looks again), 0 on timeout, -1
+ * with an exception when a signal handler raised. */
+static int
+futex_sleep(AtomicViewObject *self, uint32_t *bell, uint32_t expected,
+            double timeout)
+{
+    shmipc_deadline deadline;
+    struct timespec left;
+    int err;
+
+    shmipc_deadline_start(&deadline, timeout);
+    sync_generation(self);
+    self->inflight++;
+    for (;;) {
+        if (!shmipc_deadline_left(&deadline, &left)) {
+            err = ETIMEDOUT;
+            break;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = shmipc_futex_wait(bell, expected,
+                                deadline.infinite ? NULL : &left);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            self->inflight--;
+            return -1;
+        }
+    }
+    self->inflight--;
+    return err == ETIMEDOUT ? 0 : 1;
+}
+
+static int
+timeout_arg(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t i,
+            double *timeout)
+{
+    *timeout = -1.0;
+    return nargs > i ? (shmipc_timeout_converter(args[i], timeout) ? 0 : -1)
+                     : 0;
+}
+
+static PyObject *
+AtomicView_wait32(AtomicViewObject *self, PyObject *const *args,
+                  Py_ssize_t nargs)
+{
+    uint32_t *p, expected;
+    double timeout;
+    int r;
+    if (nargs < 2 || nargs > 3) {
+        bad_nargs("wait32", 3, nargs);
+        return NULL;
+    }
+    if ((p = addr_of(self, args[0], 4)) == NULL ||
+        value32(args[1], &expected) < 0 ||
+        timeout_arg(args, nargs, 2, &timeout) < 0) {
+        return NULL;
+    }
+    r = futex_sleep(self, p, expected, timeout);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+/* The sleeper's side of a doorbell, in one call: raise the flag, read the
+ * bell, then look at the index the peer moves (all seq_cst, in that order);
+ * sleep on the bell only if the index still holds `seen`; lower the flag.
+ * A waker publishes the index before it looks at the flag (publish64), so
+ * either it sees the flag and bumps the bell after we read it (our sleep
+ * returns at once), or we see its index and do not sleep. */
+static PyObject *
+AtomicView_wait_change64(AtomicViewObject *self, PyObject *const *args,
+                         Py_ssize_t nargs)
+{
+    uint32_t *flag, *bell, ring;
+    uint64_t *p, seen, now;
+    double timeout;
+    int r = 1;
+    if (nargs < 4 || nargs > 5) {
+        bad_nargs("wait_change64", 5, nargs);
+        return NULL;
+    }
+    if ((flag = addr_of(self, args[0], 4)) == NULL ||
+        (bell = addr_of(self, args[1], 4)) == NULL ||
+        (p = addr_of(self, args[2], 8)) == NULL ||
+        value64(args[3], &seen) < 0 ||
+        timeout_arg(args, nargs, 4, &timeout) < 0) {
+        return NULL;
+    }
+    __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);
+    ring = __atomic_load_n(bell, __ATOMIC_SEQ_CST);
+    now = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    if (now == seen) {
+        r = futex_sleep(self, bell, ring, timeout);
+        now = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    __atomic_store_n(flag, 0, __ATOMIC_SEQ_CST);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(now);
+}
+
+/* Bump the bell and wake every sleeper on it. */
+static void
+ring_bell(uint32_t *bell)
+{
+    __atomic_add_fetch(bell, 1, __ATOMIC_SEQ_CST);
+    shmipc_futex_wake(bell, INT_MAX);
+}
+
+static PyObject *
+AtomicView_wake32(AtomicViewObject *self, PyObject *const *args,
+                  Py_ssize_t nargs)
+{
+    uint32_t *bell;
+    CHECK_NARGS("wake32", 1);
+    if ((bell = addr_of(self, args[0], 4)) == NULL) {
+        return NULL;
+    }
+    ring_bell(bell);
+    Py_RETURN_NONE;
+}
+
+/* The waker's side: optionally add delta to a 64-bit counter, publish the
+ * 64-bit index, then look at the sleeper's flag (seq_cst after the store)
+ * and ring the bell if it is up.  Returns whether it rang.  Never fails
+ * once its arguments are valid: the message is committed by the store,
+ * and the wake-up is advisory. */
+static PyObject *
+AtomicView_publish64(AtomicViewObject *self, PyObject *const *args,
+                     Py_ssize_t nargs)
+{
+    uint64_t *p, v, *count = NULL, delta = 0;
+    uint32_t *flag, *bell;
+    if (nargs != 4 && nargs != 6) {
+        bad_nargs("publish64", 4, nargs);
+        return NULL;
+    }
+    if ((p = addr_of(self, args[0], 8)) == NULL || value64(args[1], &v) < 0 ||
+        (flag = addr_of(self, args[2], 4)) == NULL ||
+        (bell = addr_of(self, args[3], 4)) == NULL) {
+        return NULL;
+    }
+    if (nargs == 6 && ((count = addr_of(self, args[4], 8)) == NULL ||
+                       delta_of(args[5], 64, &delta) < 0)) {
+        return NULL;
+    }
+    if (count != NULL) {
+        __atomic_add_fetch(count, delta, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(flag, __ATOMIC_SEQ_CST) == 0) {
+        Py_RETURN_FALSE;
+    }
+    ring_bell(bell);
+    Py_RETURN_TRUE;
+}
+
 static PyObject *
 AtomicView_release(AtomicViewObject *self, PyObject *Py_UNUSED(ignored))
 {
+    sync_generation(self);
+    if (self->buf != NULL && self->inflight > 0) {
+        PyErr_Format(PyExc_BufferError,
+                     "%d thread(s) of this process are waiting on this "
+                     "buffer", self->inflight);
+        return NULL;
+    }
     if (self->buf != NULL) {
         self->buf = NULL;
         self->len = 0;
@@ -518,6 +706,26 @@ static PyMethodDef AtomicView_methods[] = {
              "fetch_add64($self, off, delta, /)\n--\n\n"
              "Add delta modulo 2**64, return "
              "the old value (seq_cst)."),
+    FASTCALL(wait32,
+             "wait32($self, off, expected, timeout=None, /)\n--\n\n"
+             "futex(2) wait while the 32-bit word at off holds expected, at "
+             "most timeout seconds.  False on timeout, else True (woken, "
+             "moved, or spurious: look again).  Releases the GIL."),
+    FASTCALL(wait_change64,
+             "wait_change64($self, flag_off, bell_off, off, seen, "
+             "timeout=None, /)\n--\n\n"
+             "Raise the 32-bit flag, read the bell, and if the 64-bit word "
+             "at off still holds seen, sleep on the bell (at most timeout "
+             "seconds); lower the flag.  Returns the word at off."),
+    FASTCALL(wake32,
+             "wake32($self, off, /)\n--\n\n"
+             "Add 1 to the 32-bit bell at off and wake every waiter on it."),
+    FASTCALL(publish64,
+             "publish64($self, off, v, flag_off, bell_off, "
+             "count_off=None, delta=None, /)\n--\n\n"
+             "[Add delta to the 64-bit counter at count_off,] store v at "
+             "off, then if the 32-bit flag is up ring the bell (wake32).  "
+             "All seq_cst.  Returns whether it rang."),
     {"fence", (PyCFunction)AtomicView_fence, METH_NOARGS,
      "fence($self)\n--\n\nA seq_cst thread fence."},
     {"release", (PyCFunction)AtomicView_release, METH_NOARGS,

@@ -76,7 +76,18 @@ shmipc_timeout_converter(PyObject *obj, void *out)
     }
     value = PyFloat_AsDouble(obj);
     if (value == -1.0 && PyErr_Occurred()) {
-        return 0;
+        int negative;
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return 0;
+        }
+        /* An int too large for a float: longer than anyone waits (or,
+         * negative, as invalid as -1). */
+        PyErr_Clear();
+        negative = PyObject_RichCompareBool(obj, Py_False, Py_LT);
+        if (negative < 0) {
+            return 0;
+        }
+        value = negative ? -1.0 : INFINITY;
     }
     if (isnan(value) || value < 0.0) {
         PyErr_SetString(PyExc_ValueError,

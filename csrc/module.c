@@ -89,7 +89,8 @@ core_exec(PyObject *m)
         shmipc_add_semaphore(m, st) < 0 ||
         shmipc_add_posix_semaphore(m, st) < 0 ||
         shmipc_add_mutex(m, st) < 0 ||
-        shmipc_add_atomics(m, st) < 0) {
+        shmipc_add_atomics(m, st) < 0 ||
+        shmipc_add_futex(m, st) < 0) {
         return -1;
     }
     return 0;
@@ -105,6 +106,7 @@ core_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->shared_semaphore_type);
     Py_VISIT(st->robust_mutex_type);
     Py_VISIT(st->atomic_view_type);
+    Py_VISIT(st->futex_lock_type);
     Py_VISIT(st->owner_died_error);
     return 0;
 }
@@ -119,6 +121,7 @@ core_clear(PyObject *m)
     Py_CLEAR(st->shared_semaphore_type);
     Py_CLEAR(st->robust_mutex_type);
     Py_CLEAR(st->atomic_view_type);
+    Py_CLEAR(st->futex_lock_type);
     Py_CLEAR(st->owner_died_error);
     return 0;
 }

@@ -50,6 +50,7 @@ typedef struct {
     PyTypeObject *shared_semaphore_type;/* posix_semaphore.c: sem_t in a buffer */
     PyTypeObject *robust_mutex_type;    /* mutex.c */
     PyTypeObject *atomic_view_type;     /* atomics.c */
+    PyTypeObject *futex_lock_type;      /* futex.c */
     PyObject *owner_died_error;         /* mutex.c: raised with the lock held */
 } shmipc_state;
 
@@ -66,6 +67,19 @@ int shmipc_add_semaphore(PyObject *module, shmipc_state *st);
 int shmipc_add_posix_semaphore(PyObject *module, shmipc_state *st);
 int shmipc_add_mutex(PyObject *module, shmipc_state *st);
 int shmipc_add_atomics(PyObject *module, shmipc_state *st);
+int shmipc_add_futex(PyObject *module, shmipc_state *st);
+
+/* ---- futex(2) on shared words (futex.c) --------------------------------- */
+/* One FUTEX_WAIT (not private: works across processes) while *word ==
+ * expected, at most *rel (NULL: no limit).  Returns 0 or the errno
+ * (EAGAIN, ETIMEDOUT, EINTR, ...).  Call with the GIL released. */
+int shmipc_futex_wait(uint32_t *word, uint32_t expected,
+                      const struct timespec *rel);
+/* Wake up to count waiters on word; errors are ignored (advisory). */
+void shmipc_futex_wake(uint32_t *word, int count);
+/* Bumped in a forked child: per-process state recorded under an older
+ * generation belongs to the parent's threads. */
+unsigned long shmipc_fork_generation(void);
 
 /* ---- errors (errors.c) ------------------------------------------------ */
 /* Raise OSError(err, "<call>() failed: <strerror>"); Python picks the
