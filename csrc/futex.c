@@ -12,6 +12,16 @@
  *         offset: int; closed: bool
  *         def close(self) -> None       # BufferError while held or waited on
  *
+ *     class LockedBlock:                # base of a with-block that holds a lock
+ *         _lock: FutexLock              # set by the subclass
+ *         def __enter__(self):          # self._enter(); on error release _lock
+ *         def __exit__(self, *exc):     # self._exit(*exc); then release _lock
+ *
+ * LockedBlock exists because a Python __enter__/__exit__ can be interrupted
+ * at its first bytecode (a signal handler runs there): its C methods call
+ * the subclass's Python part and then give the lock back whatever that part
+ * did, with no bytecode in between.
+ *
  * The lock is one 64-bit word: the low 32 bits are the futex word (the
  * holder's thread id, plus WAITERS while someone sleeps on it), the high 32
  * bits the low bits of the holder's start time (field 22 of
@@ -51,7 +61,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <stddef.h>
 #include <unistd.h>
+#include <structmember.h>
 
 #define WAITERS 0x80000000u
 #define OWNER_MASK 0x3fffffffu      /* PID_MAX_LIMIT is 2**22 */
@@ -583,9 +595,131 @@ static PyType_Spec FutexLock_spec = {
     .slots = FutexLock_slots,
 };
 
+/* ---- LockedBlock ------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lock;             /* anything with release(); usually FutexLock */
+    PyObject *weakreflist;
+} LockedBlockObject;
+
+static int
+LockedBlock_traverse(LockedBlockObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->lock);
+    return 0;
+}
+
+static int
+LockedBlock_clear(LockedBlockObject *self)
+{
+    Py_CLEAR(self->lock);
+    return 0;
+}
+
+static void
+LockedBlock_dealloc(LockedBlockObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    (void)LockedBlock_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* Give the lock back, keeping whatever exception is set. */
+static void
+release_keeping_error(LockedBlockObject *self)
+{
+    PyObject *type, *value, *tb, *r;
+    if (self->lock == NULL) {
+        return;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    r = PyObject_CallMethod(self->lock, "release", NULL);
+    if (r == NULL) {
+        if (type != NULL) {
+            PyErr_Clear();   /* the first error is the one to report */
+        }
+        else {
+            return;          /* keep release()'s own error */
+        }
+    }
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *
+LockedBlock_enter(LockedBlockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_enter", NULL);
+    if (r == NULL) {
+        release_keeping_error(self);
+    }
+    return r;
+}
+
+static PyObject *
+LockedBlock_exit(LockedBlockObject *self, PyObject *args)
+{
+    PyObject *exit = PyObject_GetAttrString((PyObject *)self, "_exit");
+    PyObject *r = NULL;
+    if (exit != NULL) {
+        r = PyObject_CallObject(exit, args);
+        Py_DECREF(exit);
+    }
+    release_keeping_error(self);
+    if (r != NULL && PyErr_Occurred()) {
+        Py_CLEAR(r);   /* release() itself failed */
+    }
+    return r;
+}
+
+static PyMemberDef LockedBlock_members[] = {
+    {"_lock", T_OBJECT, offsetof(LockedBlockObject, lock), 0,
+     "the lock __exit__ gives back"},
+    {"__weaklistoffset__", T_PYSSIZET,
+     offsetof(LockedBlockObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef LockedBlock_methods[] = {
+    {"__enter__", (PyCFunction)LockedBlock_enter, METH_NOARGS,
+     "__enter__()\n--\n\n"
+     "Call self._enter(); if it raises, release self._lock."},
+    {"__exit__", (PyCFunction)LockedBlock_exit, METH_VARARGS,
+     "__exit__(exc_type, exc, tb)\n--\n\n"
+     "Call self._exit(...), then release self._lock whatever happened."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot LockedBlock_slots[] = {
+    {Py_tp_dealloc, LockedBlock_dealloc},
+    {Py_tp_traverse, LockedBlock_traverse},
+    {Py_tp_clear, LockedBlock_clear},
+    {Py_tp_methods, LockedBlock_methods},
+    {Py_tp_members, LockedBlock_members},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Base of a with-block holding a lock: the lock is given "
+                "back in C after the subclass's _enter/_exit."},
+    {0, NULL},
+};
+
+static PyType_Spec LockedBlock_spec = {
+    .name = "shmipc._core.LockedBlock",
+    .basicsize = sizeof(LockedBlockObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = LockedBlock_slots,
+};
+
 int
 shmipc_add_futex(PyObject *module, shmipc_state *st)
 {
+    PyObject *block_type;
     (void)pthread_once(&atfork_once, register_atfork);
     st->futex_lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &FutexLock_spec, NULL);
@@ -593,5 +727,14 @@ shmipc_add_futex(PyObject *module, shmipc_state *st)
         PyModule_AddType(module, st->futex_lock_type) < 0) {
         return -1;
     }
+    block_type = PyType_FromModuleAndSpec(module, &LockedBlock_spec, NULL);
+    if (block_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, (PyTypeObject *)block_type) < 0) {
+        Py_DECREF(block_type);
+        return -1;
+    }
+    Py_DECREF(block_type);
     return 0;
 }

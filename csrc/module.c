@@ -90,7 +90,8 @@ core_exec(PyObject *m)
         shmipc_add_posix_semaphore(m, st) < 0 ||
         shmipc_add_mutex(m, st) < 0 ||
         shmipc_add_atomics(m, st) < 0 ||
-        shmipc_add_futex(m, st) < 0) {
+        shmipc_add_futex(m, st) < 0 ||
+        shmipc_add_window(m, st) < 0) {
         return -1;
     }
     return 0;

@@ -68,6 +68,7 @@ int shmipc_add_posix_semaphore(PyObject *module, shmipc_state *st);
 int shmipc_add_mutex(PyObject *module, shmipc_state *st);
 int shmipc_add_atomics(PyObject *module, shmipc_state *st);
 int shmipc_add_futex(PyObject *module, shmipc_state *st);
+int shmipc_add_window(PyObject *module, shmipc_state *st);
 
 /* ---- futex(2) on shared words (futex.c) --------------------------------- */
 /* One FUTEX_WAIT (not private: works across processes) while *word ==
