@@ -1,30 +1,36 @@
 """Ring: a multi-producer, multi-consumer message queue in one segment.
 
 Messages of 0 to ``max_message_size`` bytes go through a byte ring in one
-System V segment.  Producers serialise on a robust mutex, consumers on
-another; the shared indices are published with atomics, and two
-process-shared semaphores in the segment serve only as doorbells for a peer
-that is actually asleep.  Everything here is Python on top of four C
-primitives (Segment, AtomicView, RobustMutex, SharedSemaphore).
+System V segment.  Producers serialise on one lock, consumers on another;
+the shared indices are published with atomics, and two futex words serve
+only as doorbells for a peer that is actually asleep.  Everything here is
+Python on top of C primitives that keep no pointers and no glibc state in
+the segment (Segment, AtomicView, FutexLock, LockedBlock, Window): a peer
+that writes garbage into any byte gets corrupted messages for its trouble,
+never a crash or a write outside the segment in this process.
 
 Shared layout (native byte order, every offset from the segment start)::
 
     offset size  field
-    0      8     magic             b"shmipcRG" as a u64; written last at init
+    0      8     magic             b"shmipcRG" as a u64, written last at init;
+                                   b"shmipcRi" while the creator initialises
     8      4     layout version    RING_VERSION
     12     4     header size       HEADER_SIZE (data starts here)
     16     8     capacity          bytes of message storage, multiple of 8
     24     8     max message size  capacity - 8
     32     4     closed            1 once a producer called close()
+    36     4     removed           1 once remove() was called
     40     8     nonce             random; identifies this incarnation
-    64     64    producer lock     RobustMutex (pthread_mutex_t, robust, pshared)
-    128    64    consumer lock     RobustMutex
-    192    64    data doorbell     SharedSemaphore posted for a sleeping consumer
-    256    64    space doorbell    SharedSemaphore posted for a sleeping producer
+    64     8     producer lock     FutexLock (holder tid + start time)
+    128    8     consumer lock     FutexLock
+    192    4     data doorbell     futex word bumped for a sleeping consumer
+    256    4     space doorbell    futex word bumped for a sleeping producer
     320    4     consumer waiting  1 while the consumer-lock holder sleeps
     384    4     producer waiting  1 while the producer-lock holder sleeps
     448    8     tail              bytes ever written (monotonic); producers own it
     512    8     head              bytes ever consumed (monotonic); consumers own it
+    576    8     messages put      ever committed (for len(); advisory)
+    640    8     messages taken    ever consumed (for len(); advisory)
     4096   cap   data              records
 
 A record starts at ``HEADER_SIZE + position % capacity``, 8-byte aligned::
@@ -52,10 +58,21 @@ Crash semantics (what a ``SIGKILL`` at any point can do):
   took is lost: one message for ``get``/``get_view``, the whole batch for
   ``get_many`` (up to *max_messages*).  Nothing else is ever lost,
   duplicated or reordered.
-* The doorbell semaphores carry no state that matters: a lost or extra post
-  only costs a wake-up, because the indices are the truth.
-* A killed process never leaves a lock held for the others: the next locker
-  repairs and continues.
+* The doorbells carry no state that matters: a lost or extra ring only
+  costs a wake-up, because the indices are the truth.  Waking a peer never
+  makes a committed ``put`` or a consumed ``get`` raise.
+* A killed process never leaves a lock held for the others: a waiter sees
+  that the holder's thread is gone (within 20 ms) and takes the lock over.
+  Processes sharing a ring must share a pid namespace (the lock names its
+  holder by thread id).
+
+Exceptions (``KeyboardInterrupt``, anything a signal handler raises) at any
+bytecode leave no lock held: a lock is taken and recorded in one C call
+inside the ``try`` whose ``finally`` gives it back, and the blocks of
+``reserve()``/``get_view()`` give theirs back in C (:class:`LockedBlock`).
+Such an exception may surface after the commit point: a ``put`` that raised
+it may have queued its message, a ``get`` that raised it may have consumed
+one (the same holds for ``queue.Queue``).
 
 Values read from the segment are validated before use (another process may
 be buggy or hostile): a bad magic, version, size, index or record raises
@@ -71,15 +88,14 @@ from typing import Any, Iterable, Iterator, List, Optional, Type
 
 from . import _core
 from .atomics import AtomicView
-from .errors import CorruptedError, EndOfStream, OwnerDiedError, RemovedError
-from .mutex import RobustMutex
+from .errors import CorruptedError, EndOfStream, RemovedError
 from .segment import Segment
-from .shared_semaphore import SharedSemaphore
 
 __all__ = ["Ring", "RING_VERSION"]
 
 RING_MAGIC = int.from_bytes(b"shmipcRG", "little")
-RING_VERSION = 1
+RING_INIT_MAGIC = int.from_bytes(b"shmipcRi", "little")
+RING_VERSION = 2
 HEADER_SIZE = 4096
 
 OFF_MAGIC = 0
@@ -88,15 +104,18 @@ OFF_HEADER_SIZE = 12
 OFF_CAPACITY = 16
 OFF_MAX_MESSAGE = 24
 OFF_CLOSED = 32
+OFF_REMOVED = 36
 OFF_NONCE = 40
 OFF_PRODUCER_LOCK = 64
 OFF_CONSUMER_LOCK = 128
-OFF_DATA_SEM = 192
-OFF_SPACE_SEM = 256
+OFF_DATA_BELL = 192
+OFF_SPACE_BELL = 256
 OFF_CONSUMER_WAITING = 320
 OFF_PRODUCER_WAITING = 384
 OFF_TAIL = 448
 OFF_HEAD = 512
+OFF_PUT_COUNT = 576
+OFF_TAKEN_COUNT = 640
 
 RECORD_HEADER = 8
 KIND_MSG = 0x4D534721
@@ -112,11 +131,11 @@ _INDEX_LIMIT = 1 << 62
 # segment was removed under it (bounded reaction to IPC_RMID).
 _WAIT_SLICE = 0.05
 
-for _prim in (RobustMutex, SharedSemaphore):
-    if _prim.SIZE > 64:  # pragma: no cover - a platform with huge sync types
-        raise ImportError(f"{_prim.__name__}.SIZE={_prim.SIZE} does not fit the ring layout")
-
 _monotonic = time.monotonic
+_U64 = (1 << 64) - 1
+# A timeout longer than this (about 30 years) waits for ever: it may be an
+# int too large for a float, and no deadline that far matters.
+_FOREVER = 1e9
 
 # put_many frames its records with these (joining those under _DIRECT_BYTES
 # into one write); get_many copies runs of at most _RUN_BYTES out at once.
@@ -132,6 +151,8 @@ class _Detached:
     method raises ValueError without a check on the fast path."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # introspection (help(), inspect) asks these
+            raise AttributeError(name)
         raise ValueError("operation on a detached ring")
 
     def __call__(self, *args: Any) -> Any:
@@ -150,71 +171,78 @@ class _Detached:
 _DETACHED: Any = _Detached()
 
 
-class _Reservation:
-    """``with ring.reserve(n) as buf``: write in place, commit on exit."""
+def _drop_view(view: memoryview, window: Any) -> bool:
+    """Release a block's view; True if nothing made from it survives."""
+    try:
+        view.release()
+    except BufferError:  # something exported from the memoryview itself
+        return False
+    return bool(window.release())
 
-    __slots__ = ("_ring", "_view", "_commit", "_exports")
 
-    def __init__(self, ring: "Ring", view: memoryview, commit: int, exports: int) -> None:
+class _Reservation(_core.LockedBlock):
+    """``with ring.reserve(n) as buf``: write in place, commit on exit.
+
+    The producer lock is taken when the block starts (``_enter``) and given
+    back by LockedBlock's C ``__exit__`` after ``_exit``, whatever happens
+    in between."""
+
+    __slots__ = ("_ring", "_nbytes", "_timeout", "_view", "_window", "_commit")
+
+    def __init__(self, ring: "Ring", nbytes: int, timeout: Optional[float]) -> None:
         self._ring = ring
-        self._view = view
-        self._commit = commit  # the tail that publishes this record
-        self._exports = exports
+        self._lock = ring._plock
+        self._nbytes = nbytes
+        self._timeout = timeout
+        self._view: Any = None
 
-    def __enter__(self) -> memoryview:
+    def _enter(self) -> memoryview:
+        if self._view is not None or self._nbytes < 0:
+            raise RuntimeError("a reserve() block can be entered once")
+        self._view, self._window, self._commit = self._ring._take_space(self._nbytes, self._timeout)
+        self._nbytes = -1  # spent
         return self._view
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def _exit(self, exc_type: Any, exc: Any, tb: Any) -> None:
         ring = self._ring
-        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
-        try:
-            view.release()
-            # numpy and memoryview slices share the view's export of the
-            # segment: if one survives the block, the segment still counts it.
-            if ring._seg.exports > self._exports:
-                if exc_type is None:
-                    raise BufferError(
-                        "a buffer made from the reserved view (a numpy array or memoryview) is still "
-                        "alive; the message was discarded. Delete it inside the block"
-                    )
-            elif exc_type is None:
-                # _publish_tail(), inline: this runs once per message.
-                if ring._av.store64_then_load32(OFF_TAIL, self._commit, OFF_CONSUMER_WAITING):
-                    ring._data_sem.release()
-        finally:
-            ring._plock.release()
+        if not _drop_view(self._view, self._window):
+            if exc_type is None:
+                raise BufferError(
+                    "a buffer made from the reserved view (a numpy array or memoryview) is still "
+                    "alive; the message was discarded. Delete it inside the block"
+                )
+        elif exc_type is None:
+            ring._av.publish64(OFF_TAIL, self._commit, OFF_CONSUMER_WAITING, OFF_DATA_BELL,
+                               OFF_PUT_COUNT, 1)
 
 
-class _MessageView:
+class _MessageView(_core.LockedBlock):
     """``with ring.get_view() as view``: read in place, consume on exit."""
 
-    __slots__ = ("_ring", "_view", "_head", "_exports")
+    __slots__ = ("_ring", "_timeout", "_view", "_window", "_head", "_entered")
 
-    def __init__(self, ring: "Ring", view: memoryview, head: int, exports: int) -> None:
+    def __init__(self, ring: "Ring", timeout: Optional[float]) -> None:
         self._ring = ring
-        self._view = view
-        self._head = head  # the head that consumes this record
-        self._exports = exports
+        self._lock = ring._clock
+        self._timeout = timeout
+        self._entered = False
 
-    def __enter__(self) -> memoryview:
+    def _enter(self) -> memoryview:
+        if self._entered:
+            raise RuntimeError("a get_view() block can be entered once")
+        self._entered = True
+        self._view, self._window, self._head = self._ring._take_view(self._timeout)
         return self._view
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        ring = self._ring
-        view, self._view = self._view, None  # type: ignore[assignment]  # spent: dropped on exit
-        try:
-            view.release()
-            if ring._seg.exports > self._exports:
-                raise BufferError(
-                    "a buffer made from the message view (a numpy array or memoryview) is still "
-                    "alive; the message was left in the ring. Delete it before leaving the "
-                    "block, or copy what you need"
-                )
-            # _publish_head(), inline: this runs once per message.
-            if ring._av.store64_then_load32(OFF_HEAD, self._head, OFF_PRODUCER_WAITING):
-                ring._space_sem.release()
-        finally:
-            ring._clock.release()
+    def _exit(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not _drop_view(self._view, self._window):
+            raise BufferError(
+                "a buffer made from the message view (a numpy array or memoryview) is still "
+                "alive; the message was left in the ring. Delete it before leaving the "
+                "block, or copy what you need"
+            )
+        self._ring._av.publish64(OFF_HEAD, self._head, OFF_PRODUCER_WAITING, OFF_SPACE_BELL,
+                                 OFF_TAKEN_COUNT, 1)
 
 
 class Ring:
@@ -239,14 +267,12 @@ class Ring:
     _av: Any = _DETACHED
     _plock: Any = _DETACHED
     _clock: Any = _DETACHED
-    _data_sem: Any = _DETACHED
-    _space_sem: Any = _DETACHED
     _load64: Any = _DETACHED
     _load32: Any = _DETACHED
     _store64: Any = _DETACHED
     _read: Any = _DETACHED
     _write: Any = _DETACHED
-    spin: float = 0.0
+    _spin: float = 0.0
 
     # ---- construction ----------------------------------------------------
     @classmethod
@@ -258,53 +284,58 @@ class Ring:
         header; ``max_message_size`` is ``capacity - 8``.  ``key=None`` makes
         a private ring (reach it by ``shmid`` or pickling); a given key
         raises ``FileExistsError`` if taken.
+
+        The segment is marked "initialising" first thing; if this process
+        dies or is interrupted before the ring is ready, ``attach`` refuses
+        it and ``shmipc.cleanup()`` removes it once this process is gone.
         """
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
         if capacity < 16:
             raise ValueError("capacity must be at least 16 bytes")
+        spin = _check_spin(spin)
         capacity = (capacity + 7) & ~7
         seg = Segment.create(HEADER_SIZE + capacity, key, mode=mode)
         try:
-            seg.prefault()  # first touch of fresh pages costs a fault per 4 KiB
             av = AtomicView(seg)
             try:
+                av.store64(OFF_MAGIC, RING_INIT_MAGIC)
+                seg.prefault()  # first touch of fresh pages costs a fault per 4 KiB
                 av.store32(OFF_VERSION, RING_VERSION)
                 av.store32(OFF_HEADER_SIZE, HEADER_SIZE)
                 av.store64(OFF_CAPACITY, capacity)
                 av.store64(OFF_MAX_MESSAGE, capacity - RECORD_HEADER)
                 av.store64(OFF_NONCE, int.from_bytes(os.urandom(8), "little"))
-                RobustMutex.create(seg, OFF_PRODUCER_LOCK).close()
-                RobustMutex.create(seg, OFF_CONSUMER_LOCK).close()
-                SharedSemaphore.create(seg, OFF_DATA_SEM, 0).close()
-                SharedSemaphore.create(seg, OFF_SPACE_SEM, 0).close()
+                # Locks and doorbells are plain words: zero is free and quiet.
                 av.store64_seq_cst(OFF_MAGIC, RING_MAGIC)  # last: the ring is ready
             finally:
                 av.close()
             ring = cls._from_segment(seg)
         except BaseException:
-            seg.remove()
-            seg.detach()
+            _discard(seg)
             raise
-        ring.spin = spin
+        ring._spin = spin
         return ring
 
     @classmethod
     def attach(cls, key: Optional[int] = None, *, shmid: Optional[int] = None,
-               spin: float = 0.0) -> "Ring":
+               spin: float = 0.0, trusted_uids: Iterable[int] = ()) -> "Ring":
         """Attach an existing ring by *key* or *shmid* (exactly one).
 
-        Raises ``FileNotFoundError`` if there is no such segment and
-        :class:`~shmipc.CorruptedError` if it is not a ring of this layout
-        version (nothing is modified then).
+        Raises ``FileNotFoundError`` if there is no such segment,
+        ``PermissionError`` if another user owns or created it (unless
+        that uid is in *trusted_uids*) and :class:`~shmipc.CorruptedError`
+        if it is not a ring of this layout version (nothing is modified
+        then).
         """
-        seg = Segment.attach(key, shmid=shmid)
+        spin = _check_spin(spin)
+        seg = _attach_segment(key, shmid, trusted_uids)
         try:
             ring = cls._from_segment(seg)
         except BaseException:
             seg.detach()
             raise
-        ring.spin = spin
+        ring._spin = spin
         return ring
 
     @classmethod
@@ -327,9 +358,15 @@ class Ring:
         # A creator may still be initialising: its magic store comes last.
         deadline = _monotonic() + 1.0
         magic = av.load64(OFF_MAGIC)
-        while magic == 0 and _monotonic() < deadline:
+        while magic in (0, RING_INIT_MAGIC) and _monotonic() < deadline:
             time.sleep(0.001)
             magic = av.load64(OFF_MAGIC)
+        if magic == RING_INIT_MAGIC:
+            creator = _core.shm_stat(seg.shmid)[9]
+            raise CorruptedError(
+                f"segment {seg.shmid} is a shmipc ring that its creator (pid {creator}) has not finished "
+                f"initialising; if that process is gone, 'shmipc cleanup' removes it"
+            )
         if magic != RING_MAGIC:
             raise CorruptedError(f"segment {seg.shmid} is not a shmipc ring (bad magic {magic:#x})")
         version = av.load32(OFF_VERSION)
@@ -354,11 +391,10 @@ class Ring:
         self.capacity = capacity
         self.max_message_size = max_message
         self._nonce = av.load64(OFF_NONCE)
+        self._keyed = seg.key != _core.IPC_PRIVATE
         self._buf = memoryview(seg)
-        self._plock = RobustMutex.attach(seg, OFF_PRODUCER_LOCK)
-        self._clock = RobustMutex.attach(seg, OFF_CONSUMER_LOCK)
-        self._data_sem = SharedSemaphore.attach(seg, OFF_DATA_SEM)
-        self._space_sem = SharedSemaphore.attach(seg, OFF_SPACE_SEM)
+        self._plock = _core.FutexLock(seg, OFF_PRODUCER_LOCK)
+        self._clock = _core.FutexLock(seg, OFF_CONSUMER_LOCK)
         # What this process last saw of the other side's index: a lower bound,
         # refreshed only when it is not enough (saves a load per message).
         self._head_seen = 0
@@ -372,14 +408,12 @@ class Ring:
         self._store64 = av.store64
         self._read = self._seg.read
         self._write = self._seg.write
-        # put(), get(), reserve() and get_view() as closures over the objects
-        # they use: a closure variable costs less than an attribute lookup on
-        # self, and these run once per message.  They shadow the methods of
-        # the same names, which after detach() raise ValueError.
+        # put() and get() as closures over the objects they use: a closure
+        # variable costs less than an attribute lookup on self, and these run
+        # once per message.  They shadow the methods of the same names, which
+        # after detach() raise ValueError.
         self.put = self._fast_put()  # type: ignore[method-assign]  # deliberate shadowing, see above
-        self.get = self._fast_take(copy=True)  # type: ignore[method-assign]
-        self.reserve = self._fast_reserve()  # type: ignore[method-assign]
-        self.get_view = self._fast_take(copy=False)  # type: ignore[method-assign]
+        self.get = self._fast_get()  # type: ignore[method-assign]
 
     def _fast_put(self) -> Any:
         ring = self
@@ -389,17 +423,19 @@ class Ring:
         load32 = self._load32
         load64 = self._load64
         store64 = self._store64
-        publish = self._av.store64_then_load32
+        publish = self._av.publish64
         write = self._write
-        doorbell = self._data_sem.release
         cap = self.capacity
         max_message = self.max_message_size
-        repair = self._repair_producer
+        deadline_of = self._deadline
 
         # Every line below runs once per message: each C call and each
         # attribute lookup shows in the benchmark.  Anything unusual (a
         # timeout, a busy lock, a full ring, the wrap point, a closed or
         # corrupted ring) leaves for the slow paths, which re-validate.
+        # The lock is taken inside the try (acquire records the hold in the
+        # same C call; release() is a no-op unless this thread holds it), so
+        # an exception raised by a signal handler anywhere leaves it free.
         def put(data: Any, timeout: Optional[float] = None) -> None:
             kind = type(data)
             if kind is not bytes and kind is not bytearray:
@@ -408,16 +444,10 @@ class Ring:
             if n > max_message:
                 ring._check_size(n)
             rec = (n + 15) & ~7
-            if timeout is None:
-                deadline = None
-                try:
-                    if not acquire(0):
-                        ring._lock(lock, None, repair)
-                except OwnerDiedError:
-                    repair(lock)
-            else:
-                deadline = ring._take_producer_lock(timeout)
+            deadline = None if timeout is None else deadline_of(timeout)
             try:
+                if not acquire(0):
+                    ring._lock(lock, deadline, "producer", timeout == 0)
                 if load32(OFF_CLOSED):
                     raise ValueError("put on a closed ring")
                 tail = load64(OFF_TAIL)
@@ -430,58 +460,33 @@ class Ring:
                 pos = HEADER_SIZE + off
                 store64(pos, _MSG | n)
                 write(data, pos + 8)
-                if publish(OFF_TAIL, tail + rec, OFF_CONSUMER_WAITING):
-                    doorbell()
+                publish(OFF_TAIL, tail + rec, OFF_CONSUMER_WAITING, OFF_DATA_BELL, OFF_PUT_COUNT, 1)
             finally:
                 release()
 
         put.__doc__ = Ring.put.__doc__
         return put
 
-    def _fast_take(self, copy: bool) -> Any:
-        """get() (*copy*) or get_view() as a closure: one body, so the two
-        find the next message alike; they differ only in the last step."""
+    def _fast_get(self) -> Any:
         ring = self
         lock = self._clock
         acquire = lock.acquire
         release = lock.release
         load64 = self._load64
-        load32 = self._load32
-        publish = self._av.store64_then_load32
+        publish = self._av.publish64
         read = self._read
-        doorbell = self._space_sem.release
-        data_sem = self._data_sem
-        seg = self._seg
         cap = self.capacity
-        repair = self._repair_consumer
-        message_view = _MessageView
+        deadline_of = self._deadline
 
-        def take(timeout: Optional[float] = None) -> Any:
-            if timeout is None:
-                deadline = None
-                try:
-                    if not acquire(0):
-                        ring._lock(lock, None, repair)
-                except OwnerDiedError:
-                    repair(lock)
-            else:
-                deadline = ring._take_consumer_lock(timeout)
-            spun = False
+        def get(timeout: Optional[float] = None) -> bytes:
+            deadline = None if timeout is None else deadline_of(timeout)
             try:
+                if not acquire(0):
+                    ring._lock(lock, deadline, "consumer", timeout == 0)
                 head = load64(OFF_HEAD)
                 tail = ring._tail_seen
                 if not 0 < tail - head <= cap:
-                    # The tail this process saw last is used up: look again,
-                    # and if the ring is empty wait once here (spinning
-                    # first if asked) before the slow path, which loops.
-                    tail = ring._tail_seen = load64(OFF_TAIL)
-                    if tail == head and timeout != 0 and not load32(OFF_CLOSED):
-                        spun = True
-                        if ring.spin:
-                            tail = ring._tail_seen = ring._spin(OFF_TAIL, head, deadline)
-                        if tail == head:
-                            ring._sleep(OFF_CONSUMER_WAITING, data_sem, deadline, OFF_TAIL, head, False)
-                            tail = ring._tail_seen = load64(OFF_TAIL)
+                    tail = ring._tail_seen = ring._wait_tail(head, deadline, timeout)
                 off = head % cap
                 hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
                 n = hdr & _LEN_MASK
@@ -490,83 +495,65 @@ class Ring:
                 if hdr >> 32 == KIND_MSG and rec <= tail - head and off + rec <= cap:
                     pos = HEADER_SIZE + off + 8
                 else:
-                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0, not spun)
+                    head, tail, pos, n = ring._wait_message(deadline, timeout == 0)
                     rec = (n + 15) & ~7
-                if not copy:
-                    # The view's own export (the note above _fast_reserve);
-                    # the block's exit consumes the message, releases the lock.
-                    exports = seg.exports
-                    base = memoryview(seg)
-                    view = base[pos:pos + n].toreadonly()
-                    base.release()
-                    return message_view(ring, view, head + rec, exports)
                 data = read(n, pos)
-                if publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING):
-                    doorbell()
-            except BaseException:
+                publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING, OFF_SPACE_BELL, OFF_TAKEN_COUNT, 1)
+            finally:
                 release()
-                raise
-            release()
             return data
 
-        take.__doc__ = Ring.get.__doc__ if copy else Ring.get_view.__doc__
-        take.__name__ = take.__qualname__ = "get" if copy else "get_view"
-        return take
+        get.__doc__ = Ring.get.__doc__
+        return get
 
-    # The views of reserve() and get_view() come from their own export of
-    # the segment (memoryview(seg), sliced, then the base released): a numpy
-    # array or memoryview slice made from one keeps that export alive, so the
-    # segment's export count tells the block's exit whether one survived.
-
-    def _fast_reserve(self) -> Any:
-        ring = self
-        lock = self._plock
-        acquire = lock.acquire
-        release = lock.release
-        load32 = self._load32
+    def _wait_tail(self, head: int, deadline: Optional[float], timeout: Optional[float]) -> int:
+        """get()'s quick wait: the tail this process saw last is used up, so
+        look again, and if the ring is empty wait once here (spinning first
+        if asked) before the slow path, which loops."""
         load64 = self._load64
-        store64 = self._store64
-        seg = self._seg
-        cap = self.capacity
-        max_message = self.max_message_size
-        repair = self._repair_producer
-        reservation = _Reservation
-
-        # put()'s fast path, with a view instead of the copy.
-        def reserve(nbytes: int, timeout: Optional[float] = None) -> _Reservation:
-            if type(nbytes) is not int or not 0 <= nbytes <= max_message:
-                nbytes = ring._reservation_size(nbytes)
-            rec = (nbytes + 15) & ~7
-            if timeout is None:
-                deadline = None
-                try:
-                    if not acquire(0):
-                        ring._lock(lock, None, repair)
-                except OwnerDiedError:
-                    repair(lock)
-            else:
-                deadline = ring._take_producer_lock(timeout)
-            try:
-                if load32(OFF_CLOSED):
-                    raise ValueError("put on a closed ring")
+        tail = load64(OFF_TAIL)
+        if tail == head and timeout != 0 and not self._load32(OFF_CLOSED):
+            if self._spin:
+                tail = self._spin_on(OFF_TAIL, head, deadline)
+            if tail == head:
+                self._sleep(OFF_CONSUMER_WAITING, OFF_DATA_BELL, deadline, OFF_TAIL, head, False)
                 tail = load64(OFF_TAIL)
-                off = tail % cap
-                if tail & 7 or not 0 <= tail - ring._head_seen <= cap - rec or off + rec > cap:
-                    tail = ring._make_room(tail, rec, deadline, timeout == 0)
-                    off = tail % cap
-                pos = HEADER_SIZE + off
-                store64(pos, _MSG | nbytes)
-                exports = seg.exports
-                base = memoryview(seg)
-                view = base[pos + 8:pos + 8 + nbytes]
-                base.release()
-            except BaseException:
-                release()
-                raise
-            return reservation(ring, view, tail + rec, exports)
+        return tail
 
-        reserve.__doc__ = Ring.reserve.__doc__
-        return reserve
+    def _take_view(self, timeout: Optional[float]) -> "tuple[memoryview, Any, int]":
+        """get_view()'s block start: take the consumer lock and the oldest
+        message; return (view, its window, the head that consumes it).  The
+        lock stays held: the block's exit gives it back (in C)."""
+        deadline = self._deadline(timeout)
+        lock = self._clock
+        if not lock.acquire(0):
+            self._lock(lock, deadline, "consumer", timeout == 0)
+        head = self._load64(OFF_HEAD)
+        tail = self._tail_seen
+        if not 0 < tail - head <= self.capacity:
+            tail = self._tail_seen = self._wait_tail(head, deadline, timeout)
+        head, tail, pos, n = self._wait_message(deadline, timeout == 0)
+        window = _core.Window(self._seg, pos, n, True)
+        return memoryview(window), window, head + ((n + 15) & ~7)
+
+    def _take_space(self, nbytes: int, timeout: Optional[float]) -> "tuple[memoryview, Any, int]":
+        """reserve()'s block start: take the producer lock and room for
+        *nbytes*; return (view, its window, the tail that commits it)."""
+        deadline = self._deadline(timeout)
+        rec = (nbytes + 15) & ~7
+        lock = self._plock
+        if not lock.acquire(0):
+            self._lock(lock, deadline, "producer", timeout == 0)
+        if self._load32(OFF_CLOSED):
+            raise ValueError("put on a closed ring")
+        cap = self.capacity
+        tail = self._load64(OFF_TAIL)
+        if tail & 7 or not 0 <= tail - self._head_seen <= cap - rec or tail % cap + rec > cap:
+            tail = self._make_room(tail, rec, deadline, timeout == 0)
+        pos = HEADER_SIZE + tail % cap
+        self._store64(pos, _MSG | nbytes)
+        window = _core.Window(self._seg, pos + 8, nbytes)
+        return memoryview(window), window, tail + rec
 
     # ---- attributes ----------------------------------------------------
     @property
@@ -609,26 +596,42 @@ class Ring:
         return head, tail
 
     def _check_removed(self) -> None:
-        """Raise RemovedError if the segment was removed (IPC_RMID) under us."""
-        try:
-            info = _core.shm_stat(self._seg.shmid)
-        except FileNotFoundError:
-            raise RemovedError("the ring's segment was removed") from None
-        if info[14]:  # marked for destruction
-            raise RemovedError("the ring's segment was removed (IPC_RMID)")
+        """Raise RemovedError if the ring was removed under us: remove()
+        raises a flag in the header; ``ipcrm`` of a keyed ring shows in the
+        kernel's record (a private ring has no key to lose)."""
+        if self._load32(OFF_REMOVED):
+            raise RemovedError("the ring was removed")
+        if self._keyed:
+            try:
+                info = _core.shm_stat(self._seg.shmid)
+            except FileNotFoundError:
+                raise RemovedError("the ring's segment was removed") from None
+            if info[14]:  # marked for destruction
+                raise RemovedError("the ring's segment was removed (IPC_RMID)")
 
     @staticmethod
     def _deadline(timeout: Optional[float]) -> Optional[float]:
+        """The monotonic deadline of *timeout* seconds (None: no deadline).
+        A timeout too large for a float waits for ever."""
         if timeout is None:
             return None
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
         if timeout != timeout or timeout < 0:
             raise ValueError("timeout must be None or a non-negative number")
+        if timeout > _FOREVER:
+            return None
         return _monotonic() + timeout
 
-    def _lock(self, lock: Any, deadline: Optional[float], repair: Any) -> None:
-        """Slow path of taking a side's lock: wait, repair after a dead owner."""
+    def _lock(self, lock: Any, deadline: Optional[float], side: str, nowait: bool) -> None:
+        """Slow path of taking a side's lock (the caller's try/finally gives
+        it back): wait in slices, looking for removal between them.  A lock
+        whose holder died is taken over by the C call itself; the ring needs
+        no repair (the indices are the commits, the flags are advisory)."""
+        if nowait:
+            if not lock.acquire(0):
+                raise TimeoutError(f"the ring's {side} lock is busy")
+            return
         while True:
             if deadline is None:
                 wait = _WAIT_SLICE
@@ -636,39 +639,16 @@ class Ring:
                 wait = min(_WAIT_SLICE, deadline - _monotonic())
                 if wait <= 0:
                     wait = 0
-            try:
-                if lock.acquire(wait):
-                    break
-            except OwnerDiedError:
-                repair(lock)
-                return
+            if lock.acquire(wait):
+                break
             if wait == 0:
-                raise TimeoutError("timed out waiting for the ring's lock")
+                raise TimeoutError(f"timed out waiting for the ring's {side} lock")
             self._check_removed()
-        # We waited: the holder may have left because the segment was removed
+        # We waited: the holder may have left because the ring was removed
         # (its own wait noticed).  Check now rather than after a whole sleep
-        # slice of our own, so every waiter hears of IPC_RMID within one slice.
-        try:
-            self._check_removed()
-        except BaseException:
-            lock.release()
-            raise
+        # slice of our own, so every waiter hears of removal within one slice.
+        self._check_removed()
 
-    def _repair_producer(self, lock: Any) -> bool:
-        # The dead producer published nothing partial (tail is the commit);
-        # only its "sleeping" flag may be stale.
-        self._av.store32(OFF_PRODUCER_WAITING, 0)
-        lock.mark_consistent()
-        return True
-
-    def _repair_consumer(self, lock: Any) -> bool:
-        # head is the commit: a message the dead consumer had not consumed is
-        # still queued.
-        self._av.store32(OFF_CONSUMER_WAITING, 0)
-        lock.mark_consistent()
-        return True
-
-    # ---- producer side ---------------------------------------------------
     def _check_size(self, n: int) -> None:
         if n > self.max_message_size:
             raise ValueError(
@@ -698,7 +678,7 @@ class Ring:
                 if pad <= free:
                     # Fill the rest of the data area; the message goes at 0.
                     av.store64(HEADER_SIZE + off, _PAD | (pad - RECORD_HEADER))
-                    self._publish_tail(tail + pad)
+                    self._publish_tail(tail + pad, 0)
                     continue
             elif rec <= free:
                 return tail
@@ -708,7 +688,7 @@ class Ring:
                 raise ValueError("put on a closed ring")
             if nowait:
                 raise TimeoutError("ring is full")
-            self._sleep(OFF_PRODUCER_WAITING, self._space_sem, deadline, OFF_HEAD, head)
+            self._sleep(OFF_PRODUCER_WAITING, OFF_SPACE_BELL, deadline, OFF_HEAD, head)
 
     def _skip_leading_pad(self, head: int, tail: int) -> bool:
         """If the oldest record is padding and no consumer is busy, consume the
@@ -722,12 +702,9 @@ class Ring:
         try:
             if not lock.acquire(0):
                 return False
-        except OwnerDiedError:
-            self._repair_consumer(lock)
-        try:
             if self._load64(OFF_HEAD) != head:
                 return True  # a consumer moved on meanwhile: look again
-            self._publish_head(head + (cap - off))
+            self._publish_head(head + (cap - off), 0)
         finally:
             lock.release()
         return True
@@ -740,12 +717,22 @@ class Ring:
         need = rec if off + rec <= cap else cap - off
         return cap - (tail - head) >= need
 
-    def _spin(self, watch: int, seen: int, deadline: Optional[float]) -> int:
+    @property
+    def spin(self) -> float:
+        """Seconds (per process) to busy-poll before sleeping; 0 never spins.
+        Trades CPU for latency.  A finite number >= 0."""
+        return self._spin
+
+    @spin.setter
+    def spin(self, value: float) -> None:
+        self._spin = _check_spin(value)
+
+    def _spin_on(self, watch: int, seen: int, deadline: Optional[float]) -> int:
         """Busy-poll the 64-bit word at *watch* for up to ``spin`` seconds
         (or until *deadline*) while it still holds *seen*; return its value.
         A load per turn, the clock every 32 turns."""
         load64 = self._load64
-        stop = _monotonic() + self.spin
+        stop = _monotonic() + self._spin
         if deadline is not None and deadline < stop:
             stop = deadline
         while True:
@@ -756,56 +743,37 @@ class Ring:
             if _monotonic() >= stop:
                 return value
 
-    def _sleep(self, flag_offset: int, doorbell: Any, deadline: Optional[float],
+    def _sleep(self, flag_offset: int, bell_offset: int, deadline: Optional[float],
                watch: int, seen: int, spin: bool = True) -> None:
         """Wait until the 64-bit index at *watch* (the one the other side
         moves) may have left *seen*, then return: the caller looks again.
 
-        With ``self.spin`` set (and *spin* true), first busy-poll it (see
-        :meth:`_spin`).  Then raise this side's "sleeping" flag and load the
-        index in one seq_cst pair (``store32_then_load64``): a peer that
-        published meanwhile either is seen here or sees the flag and posts
-        the *doorbell*.  close() posts both doorbells whatever the flags say,
-        so a sleeper also wakes for the end of the stream."""
-        if spin and self.spin > 0 and self._spin(watch, seen, deadline) != seen:
+        With ``spin`` set (and *spin* true), first busy-poll it.  Then sleep
+        on this side's doorbell for at most one slice (``wait_change64``:
+        the flag, the bell and the index in the one order that loses no
+        wake-up).  close() and remove() ring both bells whatever the flags
+        say, so a sleeper also wakes for the end of the stream."""
+        if spin and self._spin > 0 and self._spin_on(watch, seen, deadline) != seen:
             return
-        av = self._av
-        try:
-            if av.store32_then_load64(flag_offset, 1, watch) != seen:
-                return
-            if deadline is None:
-                wait = _WAIT_SLICE
-            else:
-                wait = min(_WAIT_SLICE, deadline - _monotonic())
-                if wait <= 0:
-                    raise TimeoutError("timed out waiting on the ring")
-            if not doorbell.acquire(wait):
-                self._check_removed()
-        finally:
-            av.store32(flag_offset, 0)
+        if deadline is None:
+            wait = _WAIT_SLICE
+        else:
+            wait = min(_WAIT_SLICE, deadline - _monotonic())
+            if wait <= 0:
+                raise TimeoutError("timed out waiting on the ring")
+        if self._av.wait_change64(flag_offset, bell_offset, watch, seen, wait) == seen:
+            self._check_removed()
 
-    def _publish_tail(self, tail: int) -> None:
-        if self._av.store64_then_load32(OFF_TAIL, tail, OFF_CONSUMER_WAITING):
-            self._data_sem.release()
+    def _publish_tail(self, tail: int, messages: int) -> None:
+        self._av.publish64(OFF_TAIL, tail, OFF_CONSUMER_WAITING, OFF_DATA_BELL, OFF_PUT_COUNT, messages)
 
-    def _take_lock(self, lock: Any, repair: Any, side: str, timeout: Optional[float]) -> Optional[float]:
-        """Take one side's lock (slow path of put/get and the other calls);
-        returns the deadline.  The timeout is validated before the lock is
-        held: nothing may raise between taking it and the caller's finally."""
-        deadline = None if timeout is None else self._deadline(timeout)
-        try:
-            if lock.acquire(0):
-                return deadline
-        except OwnerDiedError:
-            repair(lock)
-            return deadline
-        if timeout == 0:
-            raise TimeoutError(f"the ring's {side} lock is busy")
-        self._lock(lock, deadline, repair)
+    def _take_lock(self, lock: Any, side: str, timeout: Optional[float]) -> Optional[float]:
+        """Take one side's lock for the slow calls; returns the deadline.
+        Call it as the first thing inside the try whose finally releases."""
+        deadline = self._deadline(timeout)
+        if not lock.acquire(0):
+            self._lock(lock, deadline, side, timeout == 0)
         return deadline
-
-    def _take_producer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        return self._take_lock(self._plock, self._repair_producer, "producer", timeout)
 
     def put(self, data: Any, timeout: Optional[float] = None) -> None:
         """Queue one message (a bytes-like object).
@@ -839,8 +807,8 @@ class Ring:
         biggest = max(sizes)
         if biggest > self.max_message_size:
             self._check_size(biggest)
-        deadline = self._take_producer_lock(timeout)
         try:
+            deadline = self._take_lock(self._plock, "producer", timeout)
             if self._load32(OFF_CLOSED):
                 raise ValueError("put on a closed ring")
             tail = self._load64(OFF_TAIL)
@@ -879,7 +847,7 @@ class Ring:
             tail += len(run) * rec
             queued += len(run)
             # Published per run (usually one), so _make_room() sees the truth.
-            self._publish_tail(tail)
+            self._publish_tail(tail, len(run))
         return queued
 
     def _put_records(self, items: List[Any], tail: int, deadline: Optional[float], nowait: bool) -> int:
@@ -907,7 +875,7 @@ class Ring:
             if tail + rec > limit:
                 write_parts()
                 if done > queued:
-                    self._publish_tail(tail)
+                    self._publish_tail(tail, done - queued)
                     queued = done
                 try:
                     tail = start = self._make_room(tail, rec, deadline, nowait)
@@ -932,7 +900,7 @@ class Ring:
             tail += rec
         write_parts()
         if len(items) > queued:
-            self._publish_tail(tail)
+            self._publish_tail(tail, len(items) - queued)
         return len(items)
 
     def reserve(self, nbytes: int, timeout: Optional[float] = None) -> _Reservation:
@@ -940,11 +908,18 @@ class Ring:
 
         ``with ring.reserve(n) as buf: buf[:] = ...`` — the message is
         committed when the block exits normally and discarded if it raises.
-        The producer lock is held for the duration of the block.
+        The producer lock is taken when the block starts (that is where a
+        ``TimeoutError`` comes from) and held for the duration of the block.
+        The *n* bytes hold whatever was in the ring's storage before: write
+        all of them.  A block is tracked on its own: arrays or memoryviews
+        made from the view must be deleted inside it (``BufferError`` and
+        the message discarded otherwise), whatever other threads do.
         """
-        # Attached, the closure from _fast_reserve() shadows this (see put()).
         self._segment()
-        return self.reserve(nbytes, timeout)
+        if type(nbytes) is not int or not 0 <= nbytes <= self.max_message_size:
+            nbytes = self._reservation_size(nbytes)
+        self._deadline(timeout)  # checked now; the clock starts at the block
+        return _Reservation(self, nbytes, timeout)
 
     def _reservation_size(self, nbytes: Any) -> int:
         """reserve()'s argument as a plain int, checked (the slow path of its
@@ -965,14 +940,14 @@ class Ring:
         """End of stream: consumers drain what is queued, then get
         :class:`~shmipc.EndOfStream`.  Further puts raise ``ValueError``."""
         self._av.store32_seq_cst(OFF_CLOSED, 1)
-        # Wake a sleeping consumer (and producer) so they notice.
-        self._data_sem.release()
-        self._space_sem.release()
+        self._ring_bells()
+
+    def _ring_bells(self) -> None:
+        """Wake every sleeper on either side so it looks at the header."""
+        self._av.wake32(OFF_DATA_BELL)
+        self._av.wake32(OFF_SPACE_BELL)
 
     # ---- consumer side ---------------------------------------------------
-    def _take_consumer_lock(self, timeout: Optional[float]) -> Optional[float]:
-        return self._take_lock(self._clock, self._repair_consumer, "consumer", timeout)
-
     def _wait_message(self, deadline: Optional[float], nowait: bool,
                       spin: bool = True) -> "tuple[int, int, int, int]":
         """With the consumer lock held: wait for a message, skip padding, and
@@ -992,7 +967,7 @@ class Ring:
                     pad = cap - off
                     if pad > tail - head:
                         raise CorruptedError(f"ring padding record at {head} overruns the tail ({tail})")
-                    self._publish_head(head + pad)
+                    self._publish_head(head + pad, 0)
                     continue
                 rec = (n + 15) & ~7
                 if kind != KIND_MSG or n > self.max_message_size or rec > tail - head or off + rec > cap:
@@ -1007,12 +982,11 @@ class Ring:
                 continue
             if nowait:
                 raise TimeoutError("ring is empty")
-            self._sleep(OFF_CONSUMER_WAITING, self._data_sem, deadline, OFF_TAIL, tail, spin)
+            self._sleep(OFF_CONSUMER_WAITING, OFF_DATA_BELL, deadline, OFF_TAIL, tail, spin)
             spin = True
 
-    def _publish_head(self, head: int) -> None:
-        if self._av.store64_then_load32(OFF_HEAD, head, OFF_PRODUCER_WAITING):
-            self._space_sem.release()
+    def _publish_head(self, head: int, messages: int) -> None:
+        self._av.publish64(OFF_HEAD, head, OFF_PRODUCER_WAITING, OFF_SPACE_BELL, OFF_TAKEN_COUNT, messages)
 
     def get(self, timeout: Optional[float] = None) -> bytes:
         """Take the oldest message, waiting for one; raises ``TimeoutError``
@@ -1033,11 +1007,11 @@ class Ring:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         out: List[bytes] = []
-        deadline = self._take_consumer_lock(timeout)
         try:
+            deadline = self._take_lock(self._clock, "consumer", timeout)
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
             head = self._take_records(out, max_messages, head, tail)
-            self._publish_head(head)
+            self._publish_head(head, len(out))
         finally:
             self._clock.release()
         return out
@@ -1111,12 +1085,14 @@ class Ring:
         exits, and the view is released then (using it afterwards raises
         ``ValueError``).  Arrays or memoryviews made from it must be deleted
         inside the block: if one is still alive at exit, ``BufferError`` is
-        raised and the message stays queued.  The consumer lock is held for
-        the duration of the block.
+        raised and the message stays queued.  The consumer lock is taken
+        when the block starts (where ``TimeoutError`` or ``EndOfStream``
+        come from) and held for the duration of the block.  Each block is
+        tracked on its own, whatever other threads do with the ring.
         """
-        # Attached, the closure from _fast_take() shadows this (see put()).
         self._segment()
-        return self.get_view(timeout)
+        self._deadline(timeout)  # checked now; the clock starts at the block
+        return _MessageView(self, timeout)
 
     # ---- arrays ------------------------------------------------------------
     def put_array(self, array: Any, timeout: Optional[float] = None) -> None:
@@ -1149,33 +1125,15 @@ class Ring:
     def __len__(self) -> int:
         """Messages waiting (a snapshot; other processes may change it).
 
-        Counts the records between head and tail.  A producer only ever
-        overwrites space behind ``head``, so a walk during which ``head`` did
-        not move read only intact records; otherwise it walks again."""
-        cap = self.capacity
+        O(1): the difference of two counters kept at commit and consume,
+        clamped to what the indices allow (the counters are advisory: a
+        peer could write anything there)."""
         load64 = self._load64
-        count = 0
-        for _ in range(100):
-            head, tail = self._indices()
-            count = 0
-            pos = head
-            while pos < tail:
-                off = pos % cap
-                hdr = load64(HEADER_SIZE + off)
-                kind = hdr >> 32
-                if kind == KIND_PAD:
-                    pos += cap - off
-                    continue
-                n = hdr & _LEN_MASK
-                if kind != KIND_MSG or n > self.max_message_size:
-                    break
-                pos += (n + 15) & ~7
-                count += 1
-            if load64(OFF_HEAD) == head:
-                if pos != tail:
-                    raise CorruptedError(f"ring records between {head} and {tail} are corrupted")
-                return count
-        return count  # consumers kept moving: the last walk is a fair snapshot
+        taken = load64(OFF_TAKEN_COUNT)
+        put = load64(OFF_PUT_COUNT)
+        head, tail = self._indices()
+        # Each record takes at least 8 bytes: a bound no counter may pass.
+        return min((put - taken) & _U64, (tail - head) // RECORD_HEADER)
 
     def empty(self) -> bool:
         """True when no message is waiting (a snapshot)."""
@@ -1196,30 +1154,50 @@ class Ring:
 
     # ---- lifetime --------------------------------------------------------
     def _release_views(self) -> None:
-        for name in ("_plock", "_clock", "_data_sem", "_space_sem", "_av"):
+        for name in ("_plock", "_clock", "_av"):
             obj = self.__dict__.pop(name, None)
             if obj is not None and obj is not _DETACHED:
                 obj.close()
         buf = self.__dict__.pop("_buf", None)
         if buf is not None and buf is not _DETACHED:
             buf.release()
-        for name in ("_load64", "_load32", "_store64", "_read", "_write", "put", "get", "reserve", "get_view"):
+        for name in ("_load64", "_load32", "_store64", "_read", "_write", "put", "get"):
             self.__dict__.pop(name, None)
 
     def detach(self) -> None:
         """Detach this process from the ring (idempotent).  Every later call
-        raises ``ValueError``."""
+        raises ``ValueError``.
+
+        Refused with ``BufferError`` inside a ``reserve()``/``get_view()``
+        block of this process, while another thread of it waits in the ring,
+        or while a view of it is alive; the ring then stays attached and
+        usable, and a later ``detach()`` works."""
         seg = self._seg
         if seg is None:
             return
-        self._release_views()
+        if self._plock.held or self._clock.held:
+            raise BufferError(
+                "cannot detach the ring inside one of its reserve()/get_view() blocks; "
+                "leave the block first"
+            )
+        try:
+            self._release_views()
+            seg.detach()
+        except BaseException:
+            # Attached and usable again (what was released is made anew).
+            self._release_views()
+            self._validate_and_bind(seg)
+            raise
         self._seg = None
-        seg.detach()
 
     def remove(self) -> None:
         """Mark the ring's segment for destruction; the kernel frees it once
-        every process has detached."""
-        self._segment().remove()
+        every process has detached.  Every process waiting on the ring gets
+        :class:`~shmipc.RemovedError` within a wait slice (50 ms)."""
+        seg = self._segment()
+        self._av.store32_seq_cst(OFF_REMOVED, 1)
+        self._ring_bells()
+        seg.remove()
 
     def __enter__(self) -> "Ring":
         self._segment()
@@ -1235,7 +1213,8 @@ class Ring:
             pass
 
     def __reduce__(self) -> Any:
-        return (_attach_by_id, (type(self), self._segment().shmid, self.spin))
+        seg = self._segment()
+        return (_attach_by_id, (type(self), seg.shmid, self._spin, getattr(seg, "trusted_uids", ())))
 
     def __repr__(self) -> str:
         if self._seg is None:
@@ -1246,8 +1225,40 @@ class Ring:
         )
 
 
-def _attach_by_id(cls: Type[Ring], shmid: int, spin: float) -> Ring:
-    return cls.attach(shmid=shmid, spin=spin)
+def _attach_by_id(cls: Type[Ring], shmid: int, spin: float, trusted_uids: Iterable[int] = ()) -> Ring:
+    return cls.attach(shmid=shmid, spin=spin, trusted_uids=trusted_uids)
+
+
+def _attach_segment(key: Optional[int], shmid: Optional[int], trusted_uids: Iterable[int]) -> Segment:
+    """Segment.attach with the owner check (trusted_uids) where it exists."""
+    if trusted_uids == ():
+        return Segment.attach(key, shmid=shmid)
+    return Segment.attach(key, shmid=shmid, trusted_uids=trusted_uids)  # type: ignore[call-arg]
+
+
+def _discard(seg: Segment) -> None:
+    """Undo a create that failed: remove first (one call, so an exception
+    raised meanwhile leaves at worst a segment marked for removal), then
+    detach if nothing still holds the mapping."""
+    try:
+        seg.remove()
+    finally:
+        try:
+            seg.detach()
+        except BufferError:
+            pass  # exported still; the removed segment goes with the process
+
+
+def _check_spin(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"spin must be a number of seconds, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError("spin must be a finite number of seconds >= 0") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError("spin must be a finite number of seconds >= 0")
+    return seconds
 
 
 def _as_bytes_view(data: Any) -> Any:

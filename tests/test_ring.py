@@ -358,16 +358,22 @@ def test_reserve_and_get_view_across_wraps():
         cleanup(r)
 
 
+def _enter(block):
+    with block:
+        pass
+
+
 def test_reserve_and_get_view_refusals(ring):
     for bad in ("3", 3.0, True, None):
         with pytest.raises(TypeError):
             ring.reserve(bad)
     with pytest.raises(ValueError):
         ring.reserve(ring.max_message_size + 1)
+    # The blocks take their lock when they start: that is where they wait.
     with pytest.raises(TimeoutError):
-        ring.get_view(timeout=0)
+        _enter(ring.get_view(timeout=0))
     with pytest.raises(TimeoutError):
-        ring.get_view(timeout=0.01)
+        _enter(ring.get_view(timeout=0.01))
     # A slice of the reserved view outliving the block: discarded, not committed.
     with pytest.raises(BufferError):
         with ring.reserve(4) as buf:
@@ -377,16 +383,16 @@ def test_reserve_and_get_view_refusals(ring):
     with ring.reserve(ring.max_message_size) as buf:
         buf[:] = bytes(len(buf))
     with pytest.raises(TimeoutError):
-        ring.reserve(0, timeout=0)
+        _enter(ring.reserve(0, timeout=0))
     with pytest.raises(TimeoutError):
-        ring.reserve(1, timeout=0.01)
+        _enter(ring.reserve(1, timeout=0.01))
     ring.close()
     with pytest.raises(ValueError, match="closed"):
-        ring.reserve(1)
+        _enter(ring.reserve(1))
     with ring.get_view() as view:
         assert len(view) == ring.max_message_size
     with pytest.raises(shmipc.EndOfStream):
-        ring.get_view()
+        _enter(ring.get_view())
     # The locks were released on every refusal: the other side still works.
     assert ring.empty() and ring.closed
 
@@ -583,7 +589,7 @@ def test_indices_near_the_top_of_u64_are_corrupted(ring):
         fresh = shmipc.Ring.attach(shmid=ring.shmid)
         try:
             for call in (lambda: fresh.put(b"x" * 100, timeout=0), lambda: fresh.put_many([b"x"] * 3, timeout=0),
-                         lambda: fresh.reserve(8, timeout=0), lambda: fresh.get(timeout=0),
+                         lambda: _enter(fresh.reserve(8, timeout=0)), lambda: fresh.get(timeout=0),
                          lambda: fresh.get_many(2, timeout=0)):
                 with pytest.raises(shmipc.CorruptedError):
                     call()
