@@ -9,8 +9,10 @@ removes such leftovers, and only them:
   belongs to the current user (owner and creator uid), nobody is attached
   (``nattch == 0``), its creator pid and last attach/detach pid are both
   dead (a zombie counts as dead), it is not already marked for destruction,
-  and it starts with a Ring or Mailbox magic number, read through a
-  read-only attach (nothing is written).  Segments of other users, segments
+  and it starts with a Ring or Mailbox magic number (or the "initialising"
+  mark a create writes first, left by a creator killed or interrupted
+  before the object was ready), read through a read-only attach (nothing
+  is written).  Segments of other users, segments
   with attached processes and segments that are not shmipc's are never
   touched.
 * **Named POSIX semaphores** ``/dev/shm/sem.shmipc-*`` owned by the current
@@ -44,6 +46,10 @@ __all__ = ["StaleObject", "cleanup", "cleanup_main"]
 _MAGICS = {
     int.from_bytes(b"shmipcRG", "little"): "ring",
     int.from_bytes(b"shmipcMB", "little"): "mailbox",
+    # What a create marks first: its creator died or was interrupted before
+    # the object was ready (attach refuses these).
+    int.from_bytes(b"shmipcRi", "little"): "ring",
+    int.from_bytes(b"shmipcMi", "little"): "mailbox",
 }
 _SHM_DIR = "/dev/shm"
 _SEM_PREFIX = "sem.shmipc-"
