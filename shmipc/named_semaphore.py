@@ -99,6 +99,9 @@ class NamedSemaphore(_core.NamedSemaphore):
     """
 
     __slots__ = ("_trusted_uids",)
+    #: The uids besides our own accepted as the file's owner at open time
+    #: (unset on a handle made by calling the class directly).
+    _trusted_uids: FrozenSet[int]
 
     @classmethod
     def create(cls, name: str, value: int = 0, *, mode: int = 0o600) -> "NamedSemaphore":
