@@ -5,9 +5,18 @@
  *     SEM_NAME_MAX: int        # longest name, in bytes, after the slash
  *     def sem_unlink(name: str) -> None
  *
- *     class NamedSemaphore:                     # one sem_open() handle
+ *     class NamedSemaphore:                     # one named semaphore handle
  *         def __new__(cls, name: str, flags=0, mode=0o600, value=0)
  *         name: str; closed: bool; value: int; _inflight: int
+ *         owner_uid: int | None     # fstat() st_uid of the opened file
+ *
+ * A new semaphore (O_CREAT|O_EXCL) comes from sem_open(), which initialises
+ * the file before it appears under the name.  An existing one is opened
+ * here, not by sem_open(): open("/dev/shm/sem.NAME", O_RDWR|O_NOFOLLOW|
+ * O_CLOEXEC), fstat() on that descriptor (a regular file at least
+ * sizeof(sem_t) long, else EINVAL), then mmap() of that descriptor, so the
+ * file whose owner the facade checks (owner_uid) is the file mapped.
+ * glibc's sem_open() maps whatever file has the name without any check.
  *         def acquire(self, timeout=None) -> bool
  *         def release(self) -> None
  *         def close(self) -> None               # sem_close(), idempotent
@@ -43,7 +52,15 @@
 #include <semaphore.h>
 #include <stdalign.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* Where glibc keeps named semaphores: open existing ones ourselves. */
+#if defined(__linux__)
+#define SHMIPC_HAVE_DEV_SHM_SEM 1
+#define SHMIPC_SEM_DIR "/dev/shm/sem."
+#endif
 
 #ifndef SEM_VALUE_MAX
 #define SEM_VALUE_MAX INT_MAX
@@ -302,10 +319,75 @@ check_init_value(PyObject *obj, unsigned int *value)
 
 typedef struct {
     PyObject_HEAD
-    sem_t *sem;          /* the sem_open() mapping; NULL once closed */
+    sem_t *sem;          /* the mapping; NULL once closed */
     PyObject *name;      /* str, with its leading slash */
     int inflight;        /* threads blocked in acquire() */
+    int mapped;          /* 1: our mmap() (munmap it), 0: sem_open() */
+    long long owner_uid; /* st_uid at open (our euid if we created it); -1: unknown */
 } NamedSemaphoreObject;
+
+/* Unmap or sem_close() *sem*, however it was obtained. */
+static int
+named_unmap(sem_t *sem, int mapped)
+{
+    if (mapped) {
+        return munmap((void *)sem, sizeof(sem_t));
+    }
+    return sem_close(sem);
+}
+
+#ifdef SHMIPC_HAVE_DEV_SHM_SEM
+/* Open the existing semaphore file for *bname* ("/NAME"), check it on the
+ * descriptor and map it.  NULL with an OSError set on failure. */
+static sem_t *
+open_existing(PyObject *name, const char *bname, long long *owner_uid)
+{
+    char path[sizeof(SHMIPC_SEM_DIR) + NAME_MAX + 1];
+    struct stat st;
+    void *addr;
+    int fd, err;
+
+    (void)snprintf(path, sizeof(path), "%s%s", SHMIPC_SEM_DIR, bname + 1);
+    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        err = errno;
+        if (err == ELOOP) {
+            raise_oserror(err, name, "%R is not a POSIX semaphore: %s is a "
+                          "symbolic link", name, path);
+        }
+        else {
+            raise_oserror(err, name, "open(%s) failed: %s", path,
+                          strerror(err));
+        }
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
+        err = errno;
+        (void)close(fd);
+        raise_oserror(err, name, "fstat(%s) failed: %s", path, strerror(err));
+        return NULL;
+    }
+    /* An empty or short file would kill us with SIGBUS at the first touch. */
+    if (!S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(sem_t)) {
+        (void)close(fd);
+        raise_oserror(EINVAL, name, "%R is not a POSIX semaphore: %s is %s "
+                      "of %lld bytes, not a sem_t", name, path,
+                      S_ISREG(st.st_mode) ? "a file" : "not a regular file",
+                      (long long)st.st_size);
+        return NULL;
+    }
+    addr = mmap(NULL, sizeof(sem_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                0);
+    err = errno;
+    (void)close(fd);
+    if (addr == MAP_FAILED) {
+        raise_oserror(err, name, "mmap(%s) failed: %s", path, strerror(err));
+        return NULL;
+    }
+    *owner_uid = (long long)st.st_uid;
+    return (sem_t *)addr;
+}
+#endif
 
 /* The name as bytes for sem_open(), checked; NULL with an error set. */
 static PyObject *
@@ -395,8 +477,31 @@ NamedSemaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->sem = NULL;
     self->inflight = 0;
+    self->mapped = 0;
+    self->owner_uid = -1;
     Py_INCREF(name);
     self->name = name;
+#ifdef SHMIPC_HAVE_DEV_SHM_SEM
+    /* Only a new semaphore comes from sem_open(); O_CREAT alone is "create,
+     * or else open the existing one", and the existing one is opened here. */
+    sem = SEM_FAILED;
+    err = EEXIST;
+    if (flags & O_CREAT) {
+        sem = sem_open(PyBytes_AS_STRING(bytes), O_CREAT | O_EXCL,
+                       (mode_t)mode, value);
+        err = errno;
+        if (sem != SEM_FAILED) {
+            self->owner_uid = (long long)geteuid();
+        }
+    }
+    if (sem == SEM_FAILED && err == EEXIST && !(flags & O_EXCL)) {
+        sem = open_existing(name, PyBytes_AS_STRING(bytes), &self->owner_uid);
+        if (sem == NULL) {
+            goto error;
+        }
+        self->mapped = 1;
+    }
+#else
     if (flags & O_CREAT) {
         sem = sem_open(PyBytes_AS_STRING(bytes), flags, (mode_t)mode, value);
     }
@@ -404,6 +509,7 @@ NamedSemaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         sem = sem_open(PyBytes_AS_STRING(bytes), 0);
     }
     err = errno;
+#endif
     if (sem == SEM_FAILED) {
         raise_oserror(err, name, "sem_open() failed: %s", strerror(err));
         goto error;
@@ -429,7 +535,7 @@ NamedSemaphore_dealloc(NamedSemaphoreObject *self)
     if (self->sem != NULL) {
         sem_t *sem = self->sem;
         self->sem = NULL;
-        (void)sem_close(sem);
+        (void)named_unmap(sem, self->mapped);
     }
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
@@ -503,8 +609,8 @@ NamedSemaphore_close(NamedSemaphoreObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     self->sem = NULL;
-    if (sem_close(sem) != 0) {
-        return shmipc_raise_errno(errno, "sem_close");
+    if (named_unmap(sem, self->mapped) != 0) {
+        return shmipc_raise_errno(errno, self->mapped ? "munmap" : "sem_close");
     }
     Py_RETURN_NONE;
 }
@@ -545,6 +651,15 @@ NamedSemaphore_get_value(NamedSemaphoreObject *self, void *closure)
 }
 
 static PyObject *
+NamedSemaphore_get_owner_uid(NamedSemaphoreObject *self, void *closure)
+{
+    if (self->owner_uid < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(self->owner_uid);
+}
+
+static PyObject *
 NamedSemaphore_get_inflight(NamedSemaphoreObject *self, void *closure)
 {
     return PyLong_FromLong(self->inflight);
@@ -560,7 +675,7 @@ static PyMethodDef NamedSemaphore_methods[] = {
      "release($self)\n--\n\nsem_post."},
     {"close", (PyCFunction)NamedSemaphore_close, METH_NOARGS,
      "close($self)\n--\n\n"
-     "sem_close this handle.  Idempotent; RuntimeError while "
+     "sem_close (or munmap) this handle.  Idempotent; RuntimeError while "
      "threads are blocked in acquire()."},
     {"__enter__", (PyCFunction)NamedSemaphore_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)NamedSemaphore_exit, METH_VARARGS, NULL},
@@ -576,6 +691,10 @@ static PyGetSetDef NamedSemaphore_getset[] = {
      "the current value (sem_getvalue; 0 while others wait)", NULL},
     {"_inflight", (getter)NamedSemaphore_get_inflight, NULL,
      "threads of this process blocked in acquire() on this object", NULL},
+    {"owner_uid", (getter)NamedSemaphore_get_owner_uid, NULL,
+     "owner uid of the semaphore's file, from fstat() on the descriptor "
+     "it was mapped from (our euid if this handle created it); None where "
+     "the platform gives no file", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

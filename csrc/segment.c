@@ -8,7 +8,7 @@
  *     def shm_remove(shmid: int) -> None                          # IPC_RMID
  *
  *     class Segment:                      # one shmat() mapping
- *         def __new__(cls, shmid, readonly=False)   # shmat
+ *         def __new__(cls, shmid, readonly=False)   # shmat, then IPC_STAT
  *         shmid, key, size, readonly, closed, exports, address
  *         def detach(self) -> None                   # shmdt, idempotent
  *         def read(self, size=None, offset=0) -> bytes
@@ -304,21 +304,26 @@ Segment_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "shmid must not be negative");
         return NULL;
     }
-    if (stat_shmid(shmid, &ds) < 0) {
-        return NULL;
-    }
-    if (ds.shm_segsz > (size_t)PY_SSIZE_T_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "segment too large to map");
-        return NULL;
-    }
     self = (SegmentObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
     }
+    /* Attach first, then IPC_STAT: while we are attached the id cannot
+     * name another segment, so the size (and the owner the facade checks)
+     * are those of the mapping we hold. */
     addr = shmat(shmid, NULL, readonly ? SHM_RDONLY : 0);
     err = errno;
     if (addr == (void *)-1) {
         raise_shmid_error(err, "shmat", shmid);
+        goto error;
+    }
+    if (stat_shmid(shmid, &ds) < 0) {
+        (void)shmdt(addr);
+        goto error;
+    }
+    if (ds.shm_segsz > (size_t)PY_SSIZE_T_MAX) {
+        (void)shmdt(addr);
+        PyErr_SetString(PyExc_OverflowError, "segment too large to map");
         goto error;
     }
     self->addr = (char *)addr;

@@ -23,7 +23,7 @@ token object does not end it.  Threads of one process share it.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from . import _core
 from .semaphore import Semaphore, _is_int
@@ -49,6 +49,11 @@ class Liveness:
     Make one with :meth:`create`, :meth:`open` or :meth:`attach`; pickling
     sends the set's id, so child processes re-attach.  :meth:`remove` once
     overall (waiters in :meth:`wait_gone` then raise ``FileNotFoundError``).
+
+    :meth:`open` of an existing table and :meth:`attach` apply the
+    semaphore set's owner check (:meth:`Semaphore.attach`): its owner and
+    creator uid must be ours or in *trusted_uids*, else ``PermissionError``.
+    Pickling carries the *trusted_uids*.
     """
 
     __slots__ = ("_sem",)
@@ -65,14 +70,26 @@ class Liveness:
         return cls(Semaphore.create(0, key, count=_check_slots(slots), mode=mode))
 
     @classmethod
-    def open(cls, key: int, slots: int, *, mode: int = 0o600) -> "Liveness":
-        """Open the table with *key*, creating it race-free if needed."""
-        return cls(Semaphore.open(key, 0, count=_check_slots(slots), mode=mode))
+    def open(
+        cls, key: int, slots: int, *, mode: int = 0o600, trusted_uids: Iterable[int] = ()
+    ) -> "Liveness":
+        """Open the table with *key*, creating it race-free if needed.
+
+        An existing table owned or created by a uid that is neither ours
+        nor in *trusted_uids* raises ``PermissionError``.
+        """
+        return cls(Semaphore.open(key, 0, count=_check_slots(slots), mode=mode, trusted_uids=trusted_uids))
 
     @classmethod
-    def attach(cls, key: Optional[int] = None, *, semid: Optional[int] = None) -> "Liveness":
-        """Attach an existing table by *key* or *semid* (exactly one)."""
-        return cls(Semaphore.attach(key, semid=semid))
+    def attach(
+        cls, key: Optional[int] = None, *, semid: Optional[int] = None, trusted_uids: Iterable[int] = ()
+    ) -> "Liveness":
+        """Attach an existing table by *key* or *semid* (exactly one).
+
+        Its owner and creator uid must be ours or in *trusted_uids*, else
+        ``PermissionError``.
+        """
+        return cls(Semaphore.attach(key, semid=semid, trusted_uids=trusted_uids))
 
     # ---- identity -----------------------------------------------------
     @property

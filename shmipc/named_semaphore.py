@@ -11,19 +11,25 @@ the process that took it dies.  A holder killed between ``acquire()`` and
 out (or blocks forever without a timeout).  Use a :class:`shmipc.RobustMutex`
 for a lock that must survive a crashed holder.
 
+Trust: for peers that trust each other only.  :meth:`NamedSemaphore.open`
+refuses a file owned by a uid that is neither ours nor in ``trusted_uids``
+(so another user cannot squat the name), but glibc's ``sem_t`` lives in the
+shared file: a trusted peer with write access can still make this process
+abort (a garbage futex word) or, by truncating the file after we mapped it,
+die of ``SIGBUS``.  Between mutually untrusting processes use the System V
+:class:`shmipc.Semaphore`.
+
 Lifetime: ``close()`` once per handle (or let it be garbage collected);
 ``unlink()`` once overall, when no new process needs to open the name (open
 handles keep working after it).
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
-import sys
-from typing import Any, Type
+from typing import Any, FrozenSet, Iterable, Type
 
 from . import _core
+from ._trust import check_owner, normalize_trusted
 
 __all__ = ["NamedSemaphore", "unlink_semaphore"]
 
@@ -85,9 +91,17 @@ class NamedSemaphore(_core.NamedSemaphore):
     blocked in ``acquire()`` on this handle (closing would unmap the
     semaphore under it): release the semaphore, or let the wait time out,
     first.
+
+    For trusted peers only (see the module documentation): :meth:`open`
+    refuses a semaphore whose file another uid owns unless *trusted_uids*
+    lists it, but a trusted peer that can write the file can still crash
+    this process (truncating it gives ``SIGBUS``).
     """
 
-    __slots__ = ()
+    __slots__ = ("_trusted_uids",)
+    #: The uids besides our own accepted as the file's owner at open time
+    #: (unset on a handle made by calling the class directly).
+    _trusted_uids: FrozenSet[int]
 
     @classmethod
     def create(cls, name: str, value: int = 0, *, mode: int = 0o600) -> "NamedSemaphore":
@@ -102,14 +116,34 @@ class NamedSemaphore(_core.NamedSemaphore):
             raise TypeError(f"mode must be an int, not {type(mode).__name__}")
         if not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits in 0..0o777, not {mode:#o}")
-        return cls(name, _core.O_CREAT | _core.O_EXCL, mode, value)
+        sem = cls(name, _core.O_CREAT | _core.O_EXCL, mode, value)
+        sem._trusted_uids = frozenset()
+        return sem
 
     @classmethod
-    def open(cls, name: str) -> "NamedSemaphore":
-        """Open the existing semaphore *name* (``FileNotFoundError`` if none)."""
+    def open(cls, name: str, *, trusted_uids: Iterable[int] = ()) -> "NamedSemaphore":
+        """Open the existing semaphore *name* (``FileNotFoundError`` if none).
+
+        The file ``/dev/shm/sem.<name>`` is opened without following a
+        symbolic link and checked on its descriptor (``fstat``): it must be
+        a regular file large enough for a ``sem_t`` (else ``OSError``
+        ``EINVAL``), and its owner uid must be this process's effective uid
+        or one of *trusted_uids* (an iterable of ints), else the handle is
+        closed and ``PermissionError`` names the semaphore, the uid and the
+        ``trusted_uids`` that would accept it.  Root is not exempt.
+        """
         name = _normalize_name(name)
-        _check_backing_file(name)
-        return cls(name)
+        trusted = normalize_trusted(trusted_uids)
+        sem = cls(name)
+        try:
+            owner = sem.owner_uid
+            if owner is not None:  # None: no file to check on this platform
+                check_owner("named semaphore", repr(name), owner, owner, trusted)
+        except BaseException:
+            sem.close()
+            raise
+        sem._trusted_uids = trusted
+        return sem
 
     def unlink(self) -> None:
         """Remove this semaphore's name (see :func:`unlink_semaphore`).
@@ -121,7 +155,8 @@ class NamedSemaphore(_core.NamedSemaphore):
     def __reduce__(self) -> Any:
         if self.closed:
             raise ValueError("cannot pickle a closed semaphore")
-        return (_reopen, (type(self), self.name))
+        trusted: FrozenSet[int] = getattr(self, "_trusted_uids", frozenset())
+        return (_reopen, (type(self), self.name, trusted))
 
     def __repr__(self) -> str:
         if self.closed:
@@ -129,27 +164,7 @@ class NamedSemaphore(_core.NamedSemaphore):
         return f"<{type(self).__name__} {self.name!r} value={self.value}>"
 
 
-def _reopen(cls: Type[NamedSemaphore], name: str) -> NamedSemaphore:
-    return cls.open(name)
+def _reopen(cls: Type[NamedSemaphore], name: str, trusted_uids: Iterable[int] = frozenset()) -> NamedSemaphore:
+    # Pickles made before trusted_uids existed carry two arguments.
+    return cls.open(name, trusted_uids=trusted_uids)
 
-
-def _check_backing_file(name: str) -> None:
-    """Refuse a /dev/shm file that cannot hold a semaphore.
-
-    glibc's sem_open() maps an existing file without checking its size, so a
-    file squatted under the name (empty, or truncated) would kill the process
-    with SIGBUS at the first touch.  Checked before opening; a file truncated
-    between this check and the open is not caught.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    path = os.path.join("/dev/shm", "sem." + name[1:])
-    try:
-        info = os.stat(path)
-    except OSError:
-        return  # missing or unreadable: sem_open() reports it properly
-    if not stat.S_ISREG(info.st_mode) or info.st_size < _core.SharedSemaphore.SIZE:
-        raise OSError(
-            errno.EINVAL,
-            f"{name!r} is not a POSIX semaphore: {path} is {info.st_size} bytes, not a sem_t",
-        )

@@ -16,9 +16,10 @@ from __future__ import annotations
 import operator
 import os
 import sys
-from typing import Any, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, FrozenSet, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
 from . import _core
+from ._trust import check_owner, normalize_trusted
 
 __all__ = [
     "Segment",
@@ -177,11 +178,19 @@ class Segment(_core.Segment):
     supports the buffer protocol (format ``'B'``, one dimension, read-only
     exactly when attached ``SHM_RDONLY``), ``len()``, ``with`` (detaches on
     exit) and pickling (a child process re-attaches by id with the same
-    access mode).
+    access mode and the same ``trusted_uids``).
+
+    Owner check: :meth:`attach`, and :meth:`open` when the segment already
+    exists, refuse with ``PermissionError`` a segment whose owner uid or
+    creator uid is neither this process's effective uid nor in
+    *trusted_uids* (root included: another user may have created the
+    segment under the key first).  See docs/security.md.
     """
 
     #: True when this attachment created the segment (set by the constructors).
     created = False
+    #: The uids besides our own accepted as owner/creator at attach time.
+    _trusted_uids: FrozenSet[int] = frozenset()
 
     # ---- constructors -------------------------------------------------
     @classmethod
@@ -199,15 +208,20 @@ class Segment(_core.Segment):
         return cls._attach_new(shmid)
 
     @classmethod
-    def open(cls, key: int, size: int, *, mode: int = 0o600) -> "Segment":
+    def open(
+        cls, key: int, size: int, *, mode: int = 0o600, trusted_uids: Iterable[int] = ()
+    ) -> "Segment":
         """Open the segment with *key*, creating it (``IPC_CREAT``) if needed.
 
-        If it exists and is smaller than *size*, raise ``ValueError``.
-        ``seg.created`` tells whether this call made it.
+        If it exists and is smaller than *size*, raise ``ValueError``; if
+        its owner or creator uid is neither ours nor in *trusted_uids*,
+        raise ``PermissionError`` (see :meth:`attach`).  ``seg.created``
+        tells whether this call made it.
         """
         _check_key(key, allow_private=False)
         _check_size(size)
         _check_mode(mode)
+        trusted = normalize_trusted(trusted_uids)
         try:
             shmid = _core.shmget(key, size, _core.IPC_CREAT | _core.IPC_EXCL | mode)
         except FileExistsError:
@@ -217,13 +231,15 @@ class Segment(_core.Segment):
         try:
             shmid = _core.shmget(key, 0, 0)
         except FileNotFoundError:  # removed between our two calls: try again once
-            return cls.open(key, size, mode=mode)
-        existing = _core.shm_stat(shmid)[2]
-        if existing < size:
+            return cls.open(key, size, mode=mode, trusted_uids=trusted)
+        seg = cls._attach_checked(shmid, False, trusted, key)
+        if seg.size < size:
+            existing = seg.size
+            seg.detach()
             raise ValueError(
                 f"segment with key {key:#x} exists with {existing} bytes, smaller than the {size} requested"
             )
-        return cls(shmid)
+        return seg
 
     @classmethod
     def attach(
@@ -232,20 +248,46 @@ class Segment(_core.Segment):
         *,
         shmid: Optional[int] = None,
         readonly: bool = False,
+        trusted_uids: Iterable[int] = (),
     ) -> "Segment":
         """Attach an existing segment by *key* or by *shmid* (exactly one).
 
         A missing segment raises ``FileNotFoundError``, no permission
         ``PermissionError``; ``readonly=True`` maps it ``SHM_RDONLY``.
+
+        The segment's owner uid and creator uid (``shm_perm.uid`` and
+        ``cuid``) must each be this process's effective uid or one of
+        *trusted_uids* (an iterable of ints, e.g. ``{1000}``); otherwise
+        the segment is detached again and ``PermissionError`` names the
+        segment, the uid, and the ``trusted_uids`` that would accept it.
+        The check runs on the attached segment, before any byte is read.
         """
         if (key is None) == (shmid is None):
             raise TypeError("attach() needs exactly one of key or shmid")
+        trusted = normalize_trusted(trusted_uids)
         if key is not None:
             _check_key(key, allow_private=False)
             shmid = _core.shmget(key, 0, 0)
         else:
             shmid = _check_shmid(shmid)
-        return cls(shmid, readonly=bool(readonly))
+        return cls._attach_checked(shmid, bool(readonly), trusted, key)
+
+    @classmethod
+    def _attach_checked(
+        cls, shmid: int, readonly: bool, trusted: FrozenSet[int], key: Optional[int] = None
+    ) -> "Segment":
+        # shmat first, then IPC_STAT on that id: while we are attached the
+        # id names the segment we mapped, so the one checked is the one used.
+        seg = cls(shmid, readonly=readonly)
+        try:
+            info = _core.shm_stat(shmid)
+            ident = f"shmid {shmid}" if key is None else f"key {key & 0xFFFFFFFF:#010x} (shmid {shmid})"
+            check_owner("segment", ident, info[4], info[6], trusted)
+        except BaseException:
+            seg.detach()
+            raise
+        seg._trusted_uids = trusted
+        return seg
 
     @classmethod
     def _attach_new(cls, shmid: int) -> "Segment":
@@ -342,7 +384,7 @@ class Segment(_core.Segment):
     def __reduce__(self) -> Any:
         if self.closed:
             raise ValueError("cannot pickle a detached segment")
-        return (_reattach, (type(self), self.shmid, self.readonly))
+        return (_reattach, (type(self), self.shmid, self.readonly, self._trusted_uids))
 
     def __repr__(self) -> str:
         if self.closed:
@@ -351,5 +393,8 @@ class Segment(_core.Segment):
         return f"<{type(self).__name__} shmid={self.shmid} key={self.key:#010x} size={self.size} {mode}>"
 
 
-def _reattach(cls: type, shmid: int, readonly: bool) -> Segment:
-    return cls(shmid, readonly=readonly)
+def _reattach(
+    cls: Any, shmid: int, readonly: bool, trusted_uids: Iterable[int] = frozenset()
+) -> Segment:
+    # Pickles made before trusted_uids existed carry three arguments.
+    return cls._attach_checked(shmid, readonly, normalize_trusted(trusted_uids))  # type: ignore[no-any-return]

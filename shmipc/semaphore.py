@@ -21,14 +21,19 @@ Crash behaviour, the reason to pick a System V semaphore:
 ``with sem:`` is the lock form: ``acquire(undo=True)`` then
 ``release(undo=True)``, both on semaphore 0, by the same process.
 
+Owner check: attaching or opening an existing set refuses (``PermissionError``)
+a set whose owner or creator uid is neither this process's effective uid nor
+in the call's ``trusted_uids`` (see docs/security.md).
+
 Lifetime contract: a handle needs no closing; ``remove()`` once overall.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, FrozenSet, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _core
+from ._trust import check_owner, normalize_trusted
 
 __all__ = [
     "Op",
@@ -263,10 +268,17 @@ class Semaphore(_core.Semaphore):
     must be undone by the same process (release with ``undo=True`` there).
     ``SETVAL``/``SETALL`` (``set_value``, ``set_values``) clear every
     process's pending undo for the semaphores they set.
+
+    :meth:`attach`, and :meth:`open` of an existing set, check its owner
+    and creator uid (``sem_perm.uid``, ``cuid``): each must be this
+    process's effective uid or in *trusted_uids*, else ``PermissionError``
+    (root is not exempt).  Pickling carries the ``trusted_uids``.
     """
 
     #: True when this call created the set (set by the constructors).
     created = False
+    #: The uids besides our own accepted as owner/creator at attach time.
+    _trusted_uids: FrozenSet[int] = frozenset()
 
     # ---- constructors -------------------------------------------------
     @classmethod
@@ -302,6 +314,7 @@ class Semaphore(_core.Semaphore):
         count: int = 1,
         mode: int = 0o600,
         init_timeout: float = 2.0,
+        trusted_uids: Iterable[int] = (),
     ) -> "Semaphore":
         """Open the set with *key*, creating and initialising it if needed.
 
@@ -313,9 +326,12 @@ class Semaphore(_core.Semaphore):
         happens (the creator died half-way: remove the set and retry).
         *value* applies only when this call creates the set; ``created``
         tells whether it did.  An existing set with fewer than *count*
-        semaphores raises ``ValueError``.
+        semaphores raises ``ValueError``; one whose owner or creator uid is
+        neither ours nor in *trusted_uids* raises ``PermissionError`` (see
+        :meth:`attach`).
         """
         key = _check_key(key, allow_private=False)
+        trusted = normalize_trusted(trusted_uids)
         count = _check_new_count(count)
         values = _initial_values(value, count)
         mode = _check_mode(mode)
@@ -332,7 +348,7 @@ class Semaphore(_core.Semaphore):
                 return cls._initialise_new(semid, values, mode)
             try:
                 semid = _core.semget(key, 0, 0)
-                sem = cls(semid)
+                sem = cls._attach_checked(semid, trusted, key)
                 _wait_initialised(semid, key, init_timeout)
             except FileNotFoundError:
                 continue  # removed meanwhile (e.g. a creator failed): try again
@@ -347,18 +363,41 @@ class Semaphore(_core.Semaphore):
         )
 
     @classmethod
-    def attach(cls, key: Optional[int] = None, *, semid: Optional[int] = None) -> "Semaphore":
+    def attach(
+        cls,
+        key: Optional[int] = None,
+        *,
+        semid: Optional[int] = None,
+        trusted_uids: Iterable[int] = (),
+    ) -> "Semaphore":
         """Attach an existing set by *key* or by *semid* (exactly one).
 
         A missing set raises ``FileNotFoundError``; a set this user may not
         read raises ``PermissionError``.  Unlike :meth:`open`, this does not
         wait for a creator to finish initialising the set.
+
+        The set's owner uid and creator uid must each be this process's
+        effective uid or one of *trusted_uids* (an iterable of ints, e.g.
+        ``{1000}``); otherwise ``PermissionError`` names the set, the uid
+        and the ``trusted_uids`` that would accept it.
         """
         if (key is None) == (semid is None):
             raise TypeError("attach() needs exactly one of key or semid")
+        trusted = normalize_trusted(trusted_uids)
         if key is not None:
-            semid = _core.semget(_check_key(key, allow_private=False), 0, 0)
-        return cls(_check_semid(semid))
+            key = _check_key(key, allow_private=False)
+            semid = _core.semget(key, 0, 0)
+        return cls._attach_checked(_check_semid(semid), trusted, key)
+
+    @classmethod
+    def _attach_checked(cls, semid: int, trusted: FrozenSet[int], key: Optional[int] = None) -> "Semaphore":
+        # IPC_STAT on the id we hold, before any operation on the set.
+        sem = cls(semid)
+        info = _core.sem_stat(semid)
+        ident = f"semid {semid}" if key is None else f"key {key & 0xFFFFFFFF:#010x} (semid {semid})"
+        check_owner("semaphore set", ident, info[3], info[5], trusted)
+        sem._trusted_uids = trusted
+        return sem
 
     @classmethod
     def _initialise_new(cls, semid: int, values: list, mode: int) -> "Semaphore":
@@ -481,7 +520,7 @@ class Semaphore(_core.Semaphore):
     def __reduce__(self) -> Any:
         if self.removed:
             raise ValueError(f"cannot pickle a removed semaphore set (semid {self.semid})")
-        return (_reattach, (type(self), self.semid))
+        return (_reattach, (type(self), self.semid, self._trusted_uids))
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -506,5 +545,6 @@ def _wait_initialised(semid: int, key: int, timeout: float) -> None:
         nap = min(nap * 2, 0.05)
 
 
-def _reattach(cls: type, semid: int) -> Semaphore:
-    return cls(semid)
+def _reattach(cls: Any, semid: int, trusted_uids: Iterable[int] = frozenset()) -> Semaphore:
+    # Pickles made before trusted_uids existed carry two arguments.
+    return cls._attach_checked(semid, normalize_trusted(trusted_uids))  # type: ignore[no-any-return]
