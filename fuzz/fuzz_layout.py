@@ -34,9 +34,9 @@ CLEAR = (CorruptedError, TimeoutError, EndOfStream, ValueError)
 GARBAGE_PRIMITIVES = CLEAR + (OSError, RuntimeError)
 
 RING_FIELDS = [rg.OFF_MAGIC, rg.OFF_VERSION, rg.OFF_HEADER_SIZE, rg.OFF_CAPACITY, rg.OFF_MAX_MESSAGE,
-               rg.OFF_CLOSED, rg.OFF_NONCE, rg.OFF_CONSUMER_WAITING, rg.OFF_PRODUCER_WAITING,
-               rg.OFF_TAIL, rg.OFF_HEAD]
-RING_PRIMS = [rg.OFF_PRODUCER_LOCK, rg.OFF_CONSUMER_LOCK, rg.OFF_DATA_SEM, rg.OFF_SPACE_SEM]
+               rg.OFF_CLOSED, rg.OFF_REMOVED, rg.OFF_NONCE, rg.OFF_CONSUMER_WAITING,
+               rg.OFF_PRODUCER_WAITING, rg.OFF_TAIL, rg.OFF_HEAD, rg.OFF_PUT_COUNT, rg.OFF_TAKEN_COUNT]
+RING_PRIMS = [rg.OFF_PRODUCER_LOCK, rg.OFF_CONSUMER_LOCK, rg.OFF_DATA_BELL, rg.OFF_SPACE_BELL]
 MB_FIELDS = [mb.OFF_MAGIC, mb.OFF_VERSION, mb.OFF_HEADER_SIZE, mb.OFF_MAX_SIZE, mb.OFF_MODE, mb.OFF_CLOSED,
              mb.OFF_SEQUENCE, mb.OFF_READERS_WAITING, mb.OFF_OWNER]
 MB_PRIMS = [mb.OFF_MAY_WRITE, mb.OFF_MAY_READ, mb.OFF_WRITER_LOCK, mb.OFF_DOORBELL]
@@ -143,7 +143,7 @@ def _ring_ops(rd: Reader, allowed) -> None:
                     list(zip(range(3), iter(lambda: r.get(timeout=0), None)))
             except allowed:
                 pass
-            if r._plock._held or r._clock._held:
+            if r._plock.held or r._clock.held:
                 raise AssertionError("a ring lock stayed held after a call returned")
     finally:
         r.detach()

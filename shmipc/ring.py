@@ -329,7 +329,7 @@ class Ring:
         then).
         """
         spin = _check_spin(spin)
-        seg = _attach_segment(key, shmid, trusted_uids)
+        seg = Segment.attach(key, shmid=shmid, trusted_uids=trusted_uids)
         try:
             ring = cls._from_segment(seg)
         except BaseException:
@@ -391,7 +391,6 @@ class Ring:
         self.capacity = capacity
         self.max_message_size = max_message
         self._nonce = av.load64(OFF_NONCE)
-        self._keyed = seg.key != _core.IPC_PRIVATE
         self._buf = memoryview(seg)
         self._plock = _core.FutexLock(seg, OFF_PRODUCER_LOCK)
         self._clock = _core.FutexLock(seg, OFF_CONSUMER_LOCK)
@@ -597,17 +596,15 @@ class Ring:
 
     def _check_removed(self) -> None:
         """Raise RemovedError if the ring was removed under us: remove()
-        raises a flag in the header; ``ipcrm`` of a keyed ring shows in the
-        kernel's record (a private ring has no key to lose)."""
+        raises a flag in the header; ``ipcrm`` shows in the kernel's record."""
         if self._load32(OFF_REMOVED):
             raise RemovedError("the ring was removed")
-        if self._keyed:
-            try:
-                info = _core.shm_stat(self._seg.shmid)
-            except FileNotFoundError:
-                raise RemovedError("the ring's segment was removed") from None
-            if info[14]:  # marked for destruction
-                raise RemovedError("the ring's segment was removed (IPC_RMID)")
+        try:
+            info = _core.shm_stat(self._seg.shmid)
+        except FileNotFoundError:
+            raise RemovedError("the ring's segment was removed") from None
+        if info[14]:  # marked for destruction
+            raise RemovedError("the ring's segment was removed (IPC_RMID)")
 
     @staticmethod
     def _deadline(timeout: Optional[float]) -> Optional[float]:
@@ -1214,7 +1211,7 @@ class Ring:
 
     def __reduce__(self) -> Any:
         seg = self._segment()
-        return (_attach_by_id, (type(self), seg.shmid, self._spin, getattr(seg, "trusted_uids", ())))
+        return (_attach_by_id, (type(self), seg.shmid, self._spin, tuple(seg._trusted_uids)))
 
     def __repr__(self) -> str:
         if self._seg is None:
@@ -1227,13 +1224,6 @@ class Ring:
 
 def _attach_by_id(cls: Type[Ring], shmid: int, spin: float, trusted_uids: Iterable[int] = ()) -> Ring:
     return cls.attach(shmid=shmid, spin=spin, trusted_uids=trusted_uids)
-
-
-def _attach_segment(key: Optional[int], shmid: Optional[int], trusted_uids: Iterable[int]) -> Segment:
-    """Segment.attach with the owner check (trusted_uids) where it exists."""
-    if trusted_uids == ():
-        return Segment.attach(key, shmid=shmid)
-    return Segment.attach(key, shmid=shmid, trusted_uids=trusted_uids)  # type: ignore[call-arg]
 
 
 def _discard(seg: Segment) -> None:

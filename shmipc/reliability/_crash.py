@@ -61,15 +61,21 @@ class _CommitHook:
         self.store64_then_load32(off, value, off)
 
     def store64_then_load32(self, off: int, value: int, flag_off: int) -> int:
+        return int(self._killing_around(off, self._av.store64_then_load32, off, value, flag_off))
+
+    def publish64(self, off: int, value: int, *rest: int) -> bool:
+        return bool(self._killing_around(off, self._av.publish64, off, value, *rest))
+
+    def _killing_around(self, off: int, store: Any, *args: int) -> Any:
         fire = self._fires(off)
         if fire and self._when == "before":
             self._last()
             _die()
-        flag: int = self._av.store64_then_load32(off, value, flag_off)
+        result = store(*args)
         if fire and self._when == "after":
             self._last()
             _die()
-        return flag
+        return result
 
 
 def _arm(r: Any, index: str, when: str, last_words: Any) -> None:

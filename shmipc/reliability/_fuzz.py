@@ -147,7 +147,7 @@ def _attach(shmid: int, stop_at: float, stats: Dict[str, Any]) -> Any:
 
 
 def _scribbled_producer(shmid: int, stop_at: float, out: str) -> int:
-    from ..errors import CorruptedError
+    from ..errors import CorruptedError, RemovedError
 
     stats: Dict[str, Any] = {"put": 0, "corrupted": 0, "timeout": 0, "value": 0, "other": []}
     r = _attach(shmid, stop_at, stats)
@@ -166,6 +166,9 @@ def _scribbled_producer(shmid: int, stop_at: float, out: str) -> int:
         except ValueError:  # e.g. "put on a closed ring" after a flipped closed flag
             stats["value"] += 1
             time.sleep(0.001)
+        except RemovedError:  # a flipped "removed" flag: a forgery the trust model allows
+            stats["removed"] = stats.get("removed", 0) + 1
+            time.sleep(0.001)
         except Exception as e:
             stats["other"].append(repr(e))
     r.detach()
@@ -174,7 +177,7 @@ def _scribbled_producer(shmid: int, stop_at: float, out: str) -> int:
 
 
 def _scribbled_consumer(shmid: int, stop_at: float, out: str) -> int:
-    from ..errors import CorruptedError, EndOfStream
+    from ..errors import CorruptedError, EndOfStream, RemovedError
 
     stats: Dict[str, Any] = {"valid": 0, "invalid": 0, "dup_or_reordered": 0, "corrupted": 0, "timeout": 0,
                              "eos": 0, "other": []}
@@ -192,6 +195,10 @@ def _scribbled_consumer(shmid: int, stop_at: float, out: str) -> int:
             continue
         except EndOfStream:  # a flipped "closed" flag on an empty ring
             stats["eos"] += 1
+            time.sleep(0.001)
+            continue
+        except RemovedError:  # a flipped "removed" flag
+            stats["removed"] = stats.get("removed", 0) + 1
             time.sleep(0.001)
             continue
         except Exception as e:

@@ -267,12 +267,7 @@ class _ConsumerLock:
         self.r = r
 
     def __enter__(self) -> None:
-        from ..errors import OwnerDiedError
-
-        try:
-            self.r._clock.acquire()
-        except OwnerDiedError:  # a previous holder was killed: repair as the ring does
-            self.r._repair_consumer(self.r._clock)
+        self.r._clock.acquire()  # a killed previous holder is taken over in C
 
     def __exit__(self, *exc: Any) -> None:
         self.r._clock.release()
