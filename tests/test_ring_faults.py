@@ -167,6 +167,10 @@ def _hostile_writer(ring: Ring, seconds: float, mode: str) -> int:
                 off = rnd.choice(HOSTILE_OFFSETS)
                 if off in (0, 4, 8, 12, 16, 20, 24, 28):
                     continue  # attach-time header: read once, not part of this attack
+                if off in (32, 36):
+                    # closed/removed make every call return at once: rarely
+                    av.store32(off, 1 if rnd.random() < 0.05 else 0)
+                    continue
                 av.store32(off, rnd.getrandbits(32))
             elif r < 0.9:
                 # the old glibc robust-list attack: the owner's list pointers
@@ -523,6 +527,52 @@ def test_failed_detach_leaves_the_ring_usable(rings):
     mv.release()
     ring.detach()
     assert ring.detached
+
+
+def _exit_forked_copy_of_block(block, wfd: int) -> int:
+    # The child's copy of a block entered by the parent: its exit must not
+    # publish (the parent's thread holds the lock and commits/consumes).
+    time.sleep(0.3)
+    try:
+        block.__exit__(None, None, None)
+    except RuntimeError:
+        os.write(wfd, b"R")
+    return 0
+
+
+@pytest.mark.parametrize("kind", ["reserve", "get_view"])
+def test_fork_inside_a_block_does_not_publish_from_the_child(rings, kind):
+    # Found here: the child's copy of the block published tail (head) again
+    # without holding the lock, moving it backwards (messages lost or
+    # delivered twice).
+    ring = rings(4096)
+    r, w = os.pipe()
+    try:
+        if kind == "reserve":
+            block = ring.reserve(1)
+            with block as b:
+                b[:] = b"A"
+                pid = fork_child(_exit_forked_copy_of_block, block, w)
+            ring.put(b"B")
+            ring.put(b"C")
+            status = join(pid, 10)
+            assert [ring.get(timeout=1) for _ in range(3)] == [b"A", b"B", b"C"]
+        else:
+            ring.put_many([b"A", b"B", b"C"])
+            block = ring.get_view()
+            with block as v:
+                assert bytes(v) == b"A"
+                pid = fork_child(_exit_forked_copy_of_block, block, w)
+            assert ring.get(timeout=1) == b"B"
+            status = join(pid, 10)
+            assert ring.get(timeout=1) == b"C"
+        assert_clean_exit(status)
+        assert os.read(r, 1) == b"R"
+        with pytest.raises(TimeoutError):
+            ring.get(timeout=0)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 # ---- 6. detach inside a block ---------------------------------------------------------
