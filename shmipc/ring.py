@@ -205,7 +205,17 @@ class _Reservation(_core.LockedBlock):
 
     def _exit(self, exc_type: Any, exc: Any, tb: Any) -> None:
         ring = self._ring
-        if not _drop_view(self._view, self._window):
+        dropped = _drop_view(self._view, self._window)
+        if not self._lock.held:
+            # Forked inside the block: the parent's thread holds the lock and
+            # commits; a commit from this copy would move tail backwards.
+            if exc_type is None:
+                raise RuntimeError(
+                    "this reserve() block does not hold the producer lock in this process "
+                    "(forked inside the block?); the message was not committed here"
+                )
+            return
+        if not dropped:
             if exc_type is None:
                 raise BufferError(
                     "a buffer made from the reserved view (a numpy array or memoryview) is still "
@@ -235,7 +245,16 @@ class _MessageView(_core.LockedBlock):
         return self._view
 
     def _exit(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if not _drop_view(self._view, self._window):
+        dropped = _drop_view(self._view, self._window)
+        if not self._lock.held:
+            # Forked inside the block: see _Reservation._exit (head would move back).
+            if exc_type is None:
+                raise RuntimeError(
+                    "this get_view() block does not hold the consumer lock in this process "
+                    "(forked inside the block?); the message was not consumed here"
+                )
+            return
+        if not dropped:
             raise BufferError(
                 "a buffer made from the message view (a numpy array or memoryview) is still "
                 "alive; the message was left in the ring. Delete it before leaving the "
