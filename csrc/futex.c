@@ -336,9 +336,12 @@ lock_slow(uint64_t *word, uint32_t *futex, uint32_t tid, uint32_t start,
             }
             continue;
         }
-        if (owner == tid) {
-            /* Our id with another start time (acquire() refused the same
-             * one): a thread of ours that ended holding it, its id reused. */
+        if (owner == tid && (uint32_t)(w >> 32) != start) {
+            /* Our id with another start time: a thread that ended holding
+             * it, its id since reused by us.  (Our id with our start time
+             * is a hold through another object of this thread, or a
+             * forgery: waited for like any live holder, so a nested use
+             * times out as a foreign holder would make it.) */
             if (__atomic_compare_exchange_n(word, &w,
                                             word_of(tid, start, WAITERS), 0,
                                             __ATOMIC_ACQUIRE,
@@ -425,12 +428,6 @@ FutexLock_acquire(FutexLockObject *self, PyObject *args, PyObject *kwds)
                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         self->holder = tid;
         return PyLong_FromLong(TAKEN);
-    }
-    if (expected == word_of(tid, start, (uint32_t)expected & WAITERS)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "this thread already holds the lock at offset %zd "
-                     "through another object", self->offset);
-        return NULL;
     }
     shmipc_deadline_start(&deadline, timeout);
     self->inflight++;

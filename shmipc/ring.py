@@ -410,13 +410,19 @@ class Ring:
         self.capacity = capacity
         self.max_message_size = max_message
         self._nonce = av.load64(OFF_NONCE)
-        self._buf = memoryview(seg)
-        self._plock = _core.FutexLock(seg, OFF_PRODUCER_LOCK)
-        self._clock = _core.FutexLock(seg, OFF_CONSUMER_LOCK)
         # What this process last saw of the other side's index: a lower bound,
         # refreshed only when it is not enough (saves a load per message).
         self._head_seen = 0
         self._tail_seen = 0
+        self._bind(seg)
+
+    def _bind(self, seg: Segment) -> None:
+        """Make this process's handles on a validated ring's segment."""
+        if self._av is _DETACHED:
+            self._av = AtomicView(seg)
+        self._buf = memoryview(seg)
+        self._plock = _core.FutexLock(seg, OFF_PRODUCER_LOCK)
+        self._clock = _core.FutexLock(seg, OFF_CONSUMER_LOCK)
         self._bind_hot_paths()
 
     def _bind_hot_paths(self) -> None:
@@ -1200,9 +1206,9 @@ class Ring:
             self._release_views()
             seg.detach()
         except BaseException:
-            # Attached and usable again (what was released is made anew).
-            self._release_views()
-            self._validate_and_bind(seg)
+            # Attached and usable again: the handles are made anew (the
+            # header was validated at attach; it is not read again).
+            self._bind(seg)
             raise
         self._seg = None
 
