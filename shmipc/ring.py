@@ -510,7 +510,10 @@ class Ring:
                 head = load64(OFF_HEAD)
                 tail = ring._tail_seen
                 if not 0 < tail - head <= cap:
-                    tail = ring._tail_seen = ring._wait_tail(head, deadline, timeout)
+                    # The tail this process saw last is used up: look again.
+                    tail = ring._tail_seen = load64(OFF_TAIL)
+                    if tail == head and timeout != 0:
+                        tail = ring._tail_seen = ring._wait_tail(head, deadline)
                 off = head % cap
                 hdr = load64(HEADER_SIZE + off) if 0 < tail - head <= cap and not head & 7 else 0
                 n = hdr & _LEN_MASK
@@ -530,18 +533,16 @@ class Ring:
         get.__doc__ = Ring.get.__doc__
         return get
 
-    def _wait_tail(self, head: int, deadline: Optional[float], timeout: Optional[float]) -> int:
-        """get()'s quick wait: the tail this process saw last is used up, so
-        look again, and if the ring is empty wait once here (spinning first
-        if asked) before the slow path, which loops."""
-        load64 = self._load64
-        tail = load64(OFF_TAIL)
-        if tail == head and timeout != 0 and not self._load32(OFF_CLOSED):
+    def _wait_tail(self, head: int, deadline: Optional[float]) -> int:
+        """get()'s quick wait on an empty ring: once here (spinning first if
+        asked) before the slow path, which loops; returns the tail."""
+        tail = head
+        if not self._load32(OFF_CLOSED):
             if self._spin:
                 tail = self._spin_on(OFF_TAIL, head, deadline)
             if tail == head:
                 self._sleep(OFF_CONSUMER_WAITING, OFF_DATA_BELL, deadline, OFF_TAIL, head, False)
-                tail = load64(OFF_TAIL)
+                tail = self._load64(OFF_TAIL)
         return tail
 
     def _take_view(self, timeout: Optional[float]) -> "tuple[memoryview, Any, int]":
@@ -553,9 +554,8 @@ class Ring:
         if not lock.acquire(0):
             self._lock(lock, deadline, "consumer", timeout == 0)
         head = self._load64(OFF_HEAD)
-        tail = self._tail_seen
-        if not 0 < tail - head <= self.capacity:
-            tail = self._tail_seen = self._wait_tail(head, deadline, timeout)
+        if self._load64(OFF_TAIL) == head and timeout != 0:
+            self._tail_seen = self._wait_tail(head, deadline)
         head, tail, pos, n = self._wait_message(deadline, timeout == 0)
         window = _core.Window(self._seg, pos, n, True)
         return memoryview(window), window, head + ((n + 15) & ~7)
