@@ -55,7 +55,21 @@ typedef struct {
     pthread_t holder;           /* valid while held */
     int held;                   /* locked through this object */
     int inflight;               /* threads blocked in acquire() */
+    unsigned long generation;   /* fork generation of held/inflight */
 } RobustMutexObject;
+
+/* A forked child has none of its parent's threads: none of them waits or
+ * holds through this object there (the lock word itself is the parent's). */
+static void
+sync_generation(RobustMutexObject *self)
+{
+    unsigned long gen = shmipc_fork_generation();
+    if (self->generation != gen) {
+        self->generation = gen;
+        self->inflight = 0;
+        self->held = 0;
+    }
+}
 
 static int
 init_attr(pthread_mutexattr_t *attr)
@@ -175,6 +189,7 @@ RobustMutex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->mutex = NULL;
     self->held = 0;
     self->inflight = 0;
+    self->generation = shmipc_fork_generation();
     self->offset = offset;
     Py_INCREF(st->owner_died_error);
     self->owner_died_error = st->owner_died_error;
@@ -276,7 +291,7 @@ lock_result(RobustMutexObject *self, int rc, const char *call)
                         "the previous owner of the mutex died while holding "
                         "it; the lock is now held by this thread: repair the "
                         "state it protects, call mark_consistent(), then "
-                        "release($self)");
+                        "release()");
         return NULL;
     case ENOTRECOVERABLE: {
         PyObject *args = Py_BuildValue(
@@ -432,7 +447,7 @@ RobustMutex_release(RobustMutexObject *self, PyObject *Py_UNUSED(ignored))
             self->held = 0;  /* it was released through another object */
         }
         PyErr_SetString(PyExc_RuntimeError,
-                        "release($self) of a mutex this thread does not hold");
+                        "release() of a mutex this thread does not hold");
         return NULL;
     }
     return shmipc_raise_errno(rc, "pthread_mutex_unlock");
@@ -448,7 +463,7 @@ RobustMutex_mark_consistent(RobustMutexObject *self,
     }
     if (!self->held || !pthread_equal(self->holder, pthread_self())) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "mark_consistent($self) needs the lock held by this "
+                        "mark_consistent() needs the lock held by this "
                         "thread, taken through this object (acquire() raised "
                         "OwnerDiedError)");
         return NULL;
@@ -456,7 +471,7 @@ RobustMutex_mark_consistent(RobustMutexObject *self,
     rc = pthread_mutex_consistent(self->mutex);
     if (rc == EINVAL) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "mark_consistent($self): the mutex is not in the "
+                        "mark_consistent(): the mutex is not in the "
                         "owner-died state");
         return NULL;
     }
@@ -475,6 +490,22 @@ RobustMutex_enter(RobustMutexObject *self, PyObject *Py_UNUSED(ignored))
     }
     r = mutex_acquire(self, -1.0);
     if (r == NULL) {
+        if (PyErr_ExceptionMatches(self->owner_died_error) && self->held) {
+            /* A with-block whose __enter__ raises never reaches __exit__:
+             * holding the lock here would keep it from every process, and
+             * releasing it inconsistent would make it unrecoverable.  So
+             * the block gives it back consistent, and says so. */
+            PyErr_Clear();
+            (void)pthread_mutex_consistent(self->mutex);
+            (void)pthread_mutex_unlock(self->mutex);
+            self->held = 0;
+            PyErr_SetString(self->owner_died_error,
+                            "the previous owner of the mutex died while "
+                            "holding it; `with` marked it consistent and "
+                            "released it.  To repair the state it protects "
+                            "while holding the lock, use acquire(), which "
+                            "raises this with the lock held");
+        }
         return NULL;
     }
     Py_DECREF(r);
@@ -494,6 +525,7 @@ RobustMutex_close(RobustMutexObject *self, PyObject *Py_UNUSED(ignored))
     if (self->mutex == NULL) {
         Py_RETURN_NONE;  /* idempotent */
     }
+    sync_generation(self);
     if (self->inflight > 0) {
         PyErr_Format(PyExc_RuntimeError,
                      "cannot close the mutex at offset %zd: %d thread(s) are "
@@ -624,7 +656,8 @@ shmipc_add_mutex(PyObject *module, shmipc_state *st)
         "The previous owner of a RobustMutex died while holding it.\n\n"
         "Raised by acquire() WITH THE LOCK HELD: repair the protected state, "
         "call mark_consistent(), then release().  Releasing without "
-        "mark_consistent($self) makes the mutex unrecoverable.",
+        "mark_consistent() makes the mutex unrecoverable.  In a with-block,\n"
+        "__enter__ marks it consistent and releases it before raising.",
         PyExc_RuntimeError, NULL);
     if (st->owner_died_error == NULL ||
         PyModule_AddObjectRef(module, "OwnerDiedError",

@@ -39,9 +39,15 @@ class RobustMutex(_core.RobustMutex):
     timeout (``timeout=0`` never blocks); raises :class:`OwnerDiedError`
     with the lock held when the previous owner died.  A blocked ``acquire``
     wakes every 20 ms to run signal handlers, so Ctrl-C interrupts it.
-    ``with mutex:`` acquires and releases; if ``__enter__`` raises
-    ``OwnerDiedError`` the body does not run but **the lock is held**:
-    repair, ``mark_consistent()``, ``release()``.
+    ``with mutex:`` acquires and releases; after an owner death
+    ``__enter__`` marks the mutex consistent, releases it and raises
+    ``OwnerDiedError`` (the body does not run, nothing stays held): to
+    repair the protected state while holding the lock, use ``acquire()``.
+
+    A glibc robust mutex links pointers into its holder's thread through the
+    shared memory: use it between **trusting peers only** (a peer that can
+    write it can make its holder write anywhere).  Ring and Mailbox use
+    :class:`shmipc._core.FutexLock` instead (docs/security.md).
 
     ``close()`` drops the buffer export.  It is idempotent and raises
     ``RuntimeError`` while the lock is held through this object (release

@@ -331,16 +331,6 @@ def test_thread_exit_while_holding_reports_owner_died(mutex):
     mutex.release()
 
 
-def test_owner_died_through_context_manager_holds_the_lock(mutex):
-    die_holding(mutex)
-    with pytest.raises(OwnerDiedError):
-        with mutex:
-            pytest.fail("the body must not run")
-    assert in_thread(mutex.acquire, 0) is False
-    mutex.mark_consistent()
-    mutex.release()
-
-
 def test_release_without_mark_consistent_makes_it_unrecoverable(mutex):
     die_holding(mutex)
     with pytest.raises(OwnerDiedError):
@@ -538,3 +528,43 @@ def test_acquire_with_empty_kwnames_tuple_waits_forever_form(mutex):
     assert call(mutex.acquire, None, 0, ()) is True
     assert mutex._held
     mutex.release()
+
+
+def test_with_block_after_owner_death_leaves_the_mutex_free_and_consistent(mutex):
+    # A with-block whose __enter__ raises never reaches __exit__: the lock
+    # must not stay held (nor become unrecoverable by a later release).
+    die_holding(mutex)
+    with pytest.raises(OwnerDiedError, match="marked it consistent and released"):
+        with mutex:
+            pytest.fail("the block must not run after an owner death")
+    assert not mutex._held
+    assert in_thread(acquire_and_release, mutex)  # free for another thread
+    with mutex:  # and consistent: no OwnerDiedError, no ENOTRECOVERABLE
+        pass
+
+
+def test_forked_child_can_close_while_parent_thread_waits(mutex):
+    # A thread of the parent blocked in acquire() does not exist in a child:
+    # the child's copy must not count it (it could never close otherwise).
+    def take_and_give_back():
+        if mutex.acquire(5):
+            mutex.release()
+
+    mutex.acquire()
+    waiter = threading.Thread(target=take_and_give_back)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while mutex._inflight == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert mutex._inflight == 1
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mutex.close()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    mutex.release()
+    waiter.join(5)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
