@@ -411,9 +411,10 @@ class Mailbox:
         while True:
             ring = av.load32(bell)
             sleep = True
-            # Look under the lock when the slot looks ready for us, or in
-            # flight (both 0: held by someone, or left by a holder to repair).
-            if av.load32(mine) or not av.load32(theirs):
+            # Sleep only while the slot plainly belongs to the other side;
+            # otherwise look under the lock: ready for us, in flight (both
+            # 0: held, or left by a holder to repair), or values to report.
+            if av.load32(mine) != 0 or av.load32(theirs) != 1:
                 got = lock.acquire(self._slice(deadline))
                 if got:
                     if self._claim(role, mine):
