@@ -132,8 +132,7 @@ def test_hostile_header_writer_never_crashes_the_victim(overwrite):
         for p in hostiles + [victim]:
             p.start()
         try:
-            assert parent.poll(30) or victim.exitcode is not None, "victim never reported"
-            assert victim.exitcode is None, f"victim died: exit code {victim.exitcode}"
+            assert parent.poll(30), f"victim never reported (exit code {victim.exitcode})"
             calls, bad = parent.recv()
             assert parent.poll(10)
             detach_problems = parent.recv()
