@@ -129,9 +129,9 @@ def test_handoff_between_processes(box, method):
 
 
 def _die_after_taking_slot(box):
-    box._wait(box._may_write, None, "send")
-    box._own(mb_mod._ROLE_WRITER)
-    os.kill(os.getpid(), signal.SIGKILL)
+    with box.send_view(4) as buf:
+        buf[:] = b"half"
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_dead_writer_gives_the_slot_back(box):
@@ -253,16 +253,31 @@ def test_pickle_by_reference(box):
         clone.detach()
 
 
-@pytest.mark.parametrize("offset", [mb_mod.OFF_MAY_READ, mb_mod.OFF_DOORBELL, mb_mod.OFF_WRITER_LOCK])
-def test_garbage_primitive_fails_attach_cleanly(box, offset):
-    # Found by fuzz/fuzz_layout.py: a garbage semaphore or mutex after the
-    # first one left the earlier ones attached, so attach() raised
-    # BufferError from its cleanup instead of the real error.
-    seg = box.segment
-    seg.write(b"\xff" * 64, offset=offset)
-    with pytest.raises(ValueError):
-        shmipc.Mailbox.attach(shmid=box.shmid)
-    assert seg.stat().nattch == 1  # the failed attach detached again
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("offset", [mb_mod.OFF_MAY_WRITE, mb_mod.OFF_MAY_READ, mb_mod.OFF_SLOT_LOCK,
+                                    mb_mod.OFF_WRITER_LOCK, mb_mod.OFF_SEQUENCE - 8])
+def test_garbage_header_words_are_clear_errors(overwrite, offset):
+    # Layout 1 kept sem_t and a robust mutex here, and attach() validated
+    # them (ValueError).  Layout 2 keeps plain words: attach() succeeds, and
+    # garbage shows up as CorruptedError or TimeoutError at use, never as a
+    # crash, and detach() still works.
+    box = shmipc.Mailbox.create(64, overwrite=overwrite)
+    try:
+        seg = box.segment
+        seg.write(b"\xff" * 64, offset=offset)
+        other = shmipc.Mailbox.attach(shmid=box.shmid)
+        try:
+            for call in (lambda: other.send(b"x", timeout=0.1), lambda: other.recv(timeout=0.1)):
+                try:
+                    call()
+                except (shmipc.CorruptedError, TimeoutError):
+                    pass
+        finally:
+            other.detach()
+        assert seg.stat().nattch == 1
+    finally:
+        box.remove()
+        box.detach()
 
 
 def test_latest_value_corrupted_sequence_is_a_clear_error(latest):
