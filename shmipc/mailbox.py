@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Iterable, Optional, Tuple, Type
 
 from . import _core
 from .atomics import AtomicView
@@ -231,8 +231,14 @@ class Mailbox:
             raise
 
     @classmethod
-    def attach(cls, key: Optional[int] = None, *, shmid: Optional[int] = None) -> "Mailbox":
-        seg = Segment.attach(key, shmid=shmid)
+    def attach(cls, key: Optional[int] = None, *, shmid: Optional[int] = None,
+               trusted_uids: Iterable[int] = ()) -> "Mailbox":
+        """Attach an existing mailbox by *key* or *shmid* (exactly one).
+
+        ``PermissionError`` if another user owns or created it, unless that
+        uid is in *trusted_uids*; :class:`~shmipc.CorruptedError` if it is
+        not a mailbox of this layout version."""
+        seg = Segment.attach(key, shmid=shmid, trusted_uids=trusted_uids)
         try:
             return cls._from_segment(seg)
         except BaseException:
@@ -708,7 +714,8 @@ class Mailbox:
             pass
 
     def __reduce__(self) -> Any:
-        return (_attach_by_id, (type(self), self._segment().shmid))
+        seg = self._segment()
+        return (_attach_by_id, (type(self), seg.shmid, tuple(seg._trusted_uids)))
 
     def __repr__(self) -> str:
         if self._seg is None:
@@ -794,5 +801,5 @@ class _SlotRead(_core.LockedBlock):
         box._post(OFF_MAY_WRITE, OFF_WRITE_BELL)
 
 
-def _attach_by_id(cls: Type[Mailbox], shmid: int) -> Mailbox:
-    return cls.attach(shmid=shmid)
+def _attach_by_id(cls: Type[Mailbox], shmid: int, trusted_uids: Iterable[int] = ()) -> Mailbox:
+    return cls.attach(shmid=shmid, trusted_uids=trusted_uids)
