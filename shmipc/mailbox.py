@@ -735,7 +735,8 @@ class _SlotWrite(_core.LockedBlock):
 
     def __init__(self, box: Mailbox, n: int, deadline: Optional[float]) -> None:
         self._box, self._n, self._deadline = box, n, deadline
-        self._window = self._view = None
+        self._window: Any = None
+        self._view: Any = None
         self._used = False
 
     def _enter(self) -> memoryview:
@@ -772,7 +773,8 @@ class _SlotRead(_core.LockedBlock):
 
     def __init__(self, box: Mailbox, deadline: Optional[float]) -> None:
         self._box, self._deadline = box, deadline
-        self._window = self._view = None
+        self._window: Any = None
+        self._view: Any = None
         self._used = False
 
     def _enter(self) -> memoryview:

@@ -15,7 +15,6 @@ import random
 import signal
 import struct
 import sys
-import tempfile
 import threading
 import time
 import traceback
