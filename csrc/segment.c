@@ -286,24 +286,17 @@ check_attached(SegmentObject *self)
     return 0;
 }
 
+/* A new segment object of `type` attached to shmid, or NULL with an
+ * error.  `mark`, if not 0, is stored as a u64 at offset 0 right after the
+ * attach (a fresh segment's "initialising" magic). */
 static PyObject *
-Segment_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+attach_new_object(PyTypeObject *type, int shmid, int readonly, uint64_t mark)
 {
-    static char *kwlist[] = {"shmid", "readonly", NULL};
-    int shmid, readonly = 0;
     struct shmid_ds ds;
     SegmentObject *self = NULL;
     void *addr;
     int err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|$p:Segment", kwlist,
-                                     &shmid, &readonly)) {
-        return NULL;
-    }
-    if (shmid < 0) {
-        PyErr_SetString(PyExc_ValueError, "shmid must not be negative");
-        return NULL;
-    }
     self = (SegmentObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
@@ -326,6 +319,9 @@ Segment_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_OverflowError, "segment too large to map");
         goto error;
     }
+    if (mark != 0 && !readonly && ds.shm_segsz >= 8) {
+        __atomic_store_n((uint64_t *)addr, mark, __ATOMIC_RELEASE);
+    }
     self->addr = (char *)addr;
     self->size = (Py_ssize_t)ds.shm_segsz;
     self->shmid = shmid;
@@ -337,6 +333,56 @@ Segment_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 error:
     Py_XDECREF(self);
     return NULL;
+}
+
+static PyObject *
+Segment_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"shmid", "readonly", NULL};
+    int shmid, readonly = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|$p:Segment", kwlist,
+                                     &shmid, &readonly)) {
+        return NULL;
+    }
+    if (shmid < 0) {
+        PyErr_SetString(PyExc_ValueError, "shmid must not be negative");
+        return NULL;
+    }
+    return attach_new_object(type, shmid, readonly, 0);
+}
+
+/* Segment._create(key, size, flags, mark=0): shmget + shmat (+ the mark
+ * store) in one C call, so that an exception raised by a Python signal
+ * handler cannot fall between creating the segment and holding it; a
+ * failed attach removes what was created. */
+static PyObject *
+Segment_create_attached(PyTypeObject *type, PyObject *args)
+{
+    key_t key;
+    Py_ssize_t size;
+    int flags, shmid, err;
+    unsigned long long mark = 0;
+    PyObject *seg;
+
+    if (!PyArg_ParseTuple(args, "O&ni|K:_create", shmipc_key_converter, &key,
+                          &size, &flags, &mark)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return NULL;
+    }
+    shmid = shmget(key, (size_t)size, flags);
+    err = errno;
+    if (shmid < 0) {
+        return shmipc_raise_errno(err, "shmget");
+    }
+    seg = attach_new_object(type, shmid, 0, (uint64_t)mark);
+    if (seg == NULL) {
+        (void)shmctl(shmid, IPC_RMID, NULL);
+    }
+    return seg;
 }
 
 static int
@@ -804,6 +850,10 @@ Segment_get_address(SegmentObject *self, void *closure)
 }
 
 static PyMethodDef Segment_methods[] = {
+    {"_create", (PyCFunction)Segment_create_attached, METH_VARARGS | METH_CLASS,
+     "_create(key, size, flags, mark=0)\n--\n\n"
+     "shmget() a new segment and attach it in one call (removed again if\n"
+     "the attach fails); a non-zero mark is stored as a u64 at offset 0."},
     {"detach", (PyCFunction)Segment_detach, METH_NOARGS,
      "detach($self)\n--\n\n"
      "shmdt() the mapping.  Idempotent; raises BufferError "

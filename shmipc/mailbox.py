@@ -210,13 +210,13 @@ class Mailbox:
         if max_size < 0:
             raise ValueError("max_size must not be negative")
         slots = 2 if overwrite else 1
-        seg = Segment.create(HEADER_SIZE + slots * _slot_stride(max_size), key, mode=mode)
-        # A signal between the line above and the try below leaks a zeroed
-        # segment: attach() reports it with its creator's pid.
+        # Marked "initialising" in the call that creates it: a creator
+        # interrupted from here on leaves a segment cleanup() recognises.
+        seg = Segment._create_marked(HEADER_SIZE + slots * _slot_stride(max_size), key, mode,
+                                     MAILBOX_INIT_MAGIC)
         try:
             av = AtomicView(seg)
             try:
-                av.store64_seq_cst(OFF_MAGIC, MAILBOX_INIT_MAGIC)
                 av.store32(OFF_VERSION, MAILBOX_VERSION)
                 av.store32(OFF_HEADER_SIZE, HEADER_SIZE)
                 av.store64(OFF_MAX_SIZE, max_size)

@@ -314,11 +314,12 @@ class Ring:
             raise ValueError("capacity must be at least 16 bytes")
         spin = _check_spin(spin)
         capacity = (capacity + 7) & ~7
-        seg = Segment.create(HEADER_SIZE + capacity, key, mode=mode)
+        # Marked "initialising" in the call that creates it: a creator
+        # interrupted from here on leaves a segment cleanup() recognises.
+        seg = Segment._create_marked(HEADER_SIZE + capacity, key, mode, RING_INIT_MAGIC)
         try:
             av = AtomicView(seg)
             try:
-                av.store64(OFF_MAGIC, RING_INIT_MAGIC)
                 seg.prefault()  # first touch of fresh pages costs a fault per 4 KiB
                 av.store32(OFF_VERSION, RING_VERSION)
                 av.store32(OFF_HEADER_SIZE, HEADER_SIZE)
@@ -1197,7 +1198,7 @@ class Ring:
         seg = self._seg
         if seg is None:
             return
-        if self._plock.held or self._clock.held:
+        if any(lock is not _DETACHED and lock.held for lock in (self._plock, self._clock)):
             raise BufferError(
                 "cannot detach the ring inside one of its reserve()/get_view() blocks; "
                 "leave the block first"
@@ -1206,9 +1207,12 @@ class Ring:
             self._release_views()
             seg.detach()
         except BaseException:
-            # Attached and usable again: the handles are made anew (the
-            # header was validated at attach; it is not read again).
-            self._bind(seg)
+            if seg.closed:  # detached: only this bookkeeping was interrupted
+                self._seg = None
+            else:
+                # Attached and usable again: the handles are made anew (the
+                # header was validated at attach; it is not read again).
+                self._bind(seg)
             raise
         self._seg = None
 

@@ -201,11 +201,19 @@ class Segment(_core.Segment):
         its ``shmid`` or by pickling; a given key uses ``IPC_CREAT|IPC_EXCL``
         and raises ``FileExistsError`` if a segment already has it.
         """
+        return cls._create_marked(size, key, mode, 0)
+
+    @classmethod
+    def _create_marked(cls, size: int, key: Optional[int], mode: int, mark: int) -> "Segment":
+        """create(), storing *mark* (a u64, 0 for none) at offset 0 in the
+        same C call that creates and attaches: no exception can fall
+        between the segment existing and this object holding it."""
         _check_size(size)
         _check_mode(mode)
         key = _core.IPC_PRIVATE if key is None else _check_key(key, allow_private=True)
-        shmid = _core.shmget(key, size, _core.IPC_CREAT | _core.IPC_EXCL | mode)
-        return cls._attach_new(shmid)
+        seg = cls._create(key, size, _core.IPC_CREAT | _core.IPC_EXCL | mode, mark)
+        seg.created = True
+        return seg
 
     @classmethod
     def open(

@@ -591,7 +591,7 @@ def test_attach_layout_1_is_refused(shm):
 
 def test_create_failure_removes_and_reraises_the_original(monkeypatch):
     made = []
-    real = shmipc.Segment.create
+    real = shmipc.Segment._create_marked
 
     def create(*args, **kwargs):
         seg = real(*args, **kwargs)
@@ -601,7 +601,7 @@ def test_create_failure_removes_and_reraises_the_original(monkeypatch):
     def boom(cls, seg):
         raise KeyboardInterrupt("in _from_segment")
 
-    monkeypatch.setattr(shmipc.Segment, "create", create)
+    monkeypatch.setattr(shmipc.Segment, "_create_marked", create)
     monkeypatch.setattr(shmipc.Mailbox, "_from_segment", classmethod(boom))
     with pytest.raises(KeyboardInterrupt, match="in _from_segment"):
         shmipc.Mailbox.create(16)
