@@ -26,12 +26,15 @@ if importlib.util.find_spec("shmipc") is None:  # PYTHONPATH may point at a sani
 from _driver import Reader, instrumented, run  # noqa: E402
 
 with instrumented():
-    from shmipc import CorruptedError, EndOfStream, Mailbox, Ring, Segment
+    from shmipc import CorruptedError, EndOfStream, Mailbox, RemovedError, Ring, Segment
     from shmipc import mailbox as mb
     from shmipc import ring as rg
 
-CLEAR = (CorruptedError, TimeoutError, EndOfStream, ValueError)
-GARBAGE_PRIMITIVES = CLEAR + (OSError, RuntimeError)
+CLEAR = (CorruptedError, TimeoutError, EndOfStream, ValueError, RemovedError)
+# The locks and doorbells are plain futex words now: garbage in them gets
+# the same clear errors as garbage anywhere else (glibc objects used to
+# answer with OSError or RuntimeError).
+GARBAGE_PRIMITIVES = CLEAR
 
 RING_FIELDS = [rg.OFF_MAGIC, rg.OFF_VERSION, rg.OFF_HEADER_SIZE, rg.OFF_CAPACITY, rg.OFF_MAX_MESSAGE,
                rg.OFF_CLOSED, rg.OFF_REMOVED, rg.OFF_NONCE, rg.OFF_CONSUMER_WAITING,
