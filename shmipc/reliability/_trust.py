@@ -1,0 +1,531 @@
+"""Figures 15 to 19: trust and faults.
+
+15 a hostile writer (another uid with write access) against a Ring and a
+   Mailbox in use; 16 objects squatted by another uid under our keys and
+   names; 17 exceptions raised by a signal handler at any bytecode of the
+   Ring's calls; 18 threads sharing a Ring, and fork from a threaded
+   process; 19 SIGKILL and signal-handler exceptions inside create/remove.
+
+The attacker and the squatter are forked children that drop to uid/gid
+65534 (the suite runs as root); the victims stay root.  Everything a figure
+creates is recorded (or made by a recorded child) and removed.
+"""
+from __future__ import annotations
+
+import array
+import bisect
+import json
+import os
+import random
+import signal
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import _harness as h
+from ._harness import Row, Tier, row
+
+NOBODY = 65534
+_mono = time.monotonic
+
+
+def _drop_privileges() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def _documented() -> Tuple[type, ...]:
+    from ..errors import CorruptedError, EndOfStream, RemovedError
+
+    return (CorruptedError, TimeoutError, EndOfStream, RemovedError, ValueError, BufferError)
+
+
+def _wait_path(path: str, timeout: float) -> bool:
+    deadline = _mono() + timeout
+    while _mono() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _touch(path: str) -> None:
+    with open(path, "w"):
+        pass
+
+
+# ---- 15: a hostile writer ---------------------------------------------------------
+
+
+class _Tally:
+    """What one victim saw: calls, documented exceptions, the rest."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.ok = 0
+        self.documented: Counter = Counter()
+        self.samples: Counter = Counter()  # op: exception: message, a few distinct ones
+        self.unexpected: Counter = Counter()
+        self.overruns = 0
+        self.worst = 0.0  # elapsed - allowed, seconds
+        self.worst_call = ""
+
+    def call(self, name: str, allowed: float, fn: Callable[..., Any], *args: Any) -> Any:
+        self.calls += 1
+        t0 = _mono()
+        result = None
+        try:
+            result = fn(*args)
+            self.ok += 1
+        except _documented() as e:
+            self.documented[type(e).__name__] += 1
+            key = f"{name}: {type(e).__name__}: {str(e)[:70]}"
+            if key in self.samples or len(self.samples) < 40:
+                self.samples[key] += 1
+        except Exception as e:  # everything else is a finding
+            self.unexpected[f"{name}: {type(e).__name__}: {str(e)[:120]}"] += 1
+        over = _mono() - t0 - allowed
+        if over > self.worst:
+            self.worst, self.worst_call = over, name
+        if over > 1.0:
+            self.overruns += 1
+        return result
+
+    def dump(self, path: str, done: bool) -> None:
+        h.write_json(path, {
+            "calls": self.calls, "ok": self.ok, "documented": dict(self.documented),
+            "unexpected": dict(self.unexpected), "samples": dict(self.samples), "overruns": self.overruns,
+            "worst": self.worst, "worst_call": self.worst_call, "done": done,
+        })
+
+
+def _ring_ops(r: Any, rnd: random.Random, t: float) -> List[Tuple[str, float, Callable[[], Any]]]:
+    def msg() -> bytes:
+        return os.urandom(rnd.choice((0, 1, 8, 24, 100, 300)))
+
+    def reserve() -> None:
+        n = rnd.choice((0, 8, 40, 200))
+        with r.reserve(n, t) as buf:
+            buf[:] = bytes(n)
+
+    def view() -> None:
+        with r.get_view(t) as v:
+            bytes(v)
+
+    return [
+        ("put", t, lambda: r.put(msg(), t)),
+        ("get", t, lambda: r.get(t)),
+        ("put_many", t, lambda: r.put_many([msg() for _ in range(rnd.randint(1, 5))], t)),
+        ("get_many", t, lambda: r.get_many(rnd.randint(1, 6), t)),
+        ("reserve block", t, reserve),
+        ("get_view block", t, view),
+        ("put_nowait", 0, lambda: r.put_nowait(msg())),
+        ("get_nowait", 0, lambda: r.get_nowait()),
+        ("len", 0, lambda: len(r)),
+        ("empty", 0, lambda: r.empty()),
+        ("full", 0, lambda: r.full()),
+        ("repr", 0, lambda: repr(r)),
+        ("closed", 0, lambda: r.closed),
+    ]
+
+
+def _mailbox_ops(b: Any, rnd: random.Random, t: float) -> List[Tuple[str, float, Callable[[], Any]]]:
+    def msg() -> bytes:
+        return os.urandom(rnd.choice((0, 1, 8, 40, 64)))
+
+    ops = [
+        ("send", t, lambda: b.send(msg(), t)),
+        ("recv", t, lambda: b.recv(t)),
+        ("repr", 0, lambda: repr(b)),
+        ("closed", 0, lambda: b.closed),
+    ]
+    if b.overwrite:
+        ops.append(("latest", 0, lambda: b.latest()))
+    else:
+        def send_view() -> None:
+            n = rnd.choice((0, 8, 64))
+            with b.send_view(n, t) as buf:
+                buf[:] = bytes(n)
+
+        def recv_view() -> None:
+            with b.recv_view(t) as v:
+                bytes(v)
+
+        ops += [("send_view block", t, send_view), ("recv_view block", t, recv_view)]
+    return ops
+
+
+def _victim(kind: str, shmid: int, phase: str, seconds: float, ready: str, out: str, seed: int) -> int:
+    """Root: run every public call with timeouts while the attacker writes."""
+    from ..mailbox import Mailbox
+    from ..ring import Ring
+
+    rnd = random.Random(seed)
+    obj = Ring.attach(shmid=shmid) if kind == "ring" else Mailbox.attach(shmid=shmid)
+    tally = _Tally()
+    t = 0.02
+    ops = _ring_ops(obj, rnd, t) if kind == "ring" else _mailbox_ops(obj, rnd, t)
+    _touch(ready)
+    end = _mono() + seconds
+    next_dump = _mono() + 0.25
+    while _mono() < end:
+        if phase == "locks":
+            # Hold a lock in a block while the attacker writes around it.
+            if kind == "ring":
+                def held(r: Any = obj) -> None:
+                    if rnd.random() < 0.5:
+                        with r.reserve(16, 0.2) as buf:
+                            buf[:] = bytes(16)
+                            time.sleep(0.001)
+                    else:
+                        r.put(b"x" * 8, 0.01)
+                        with r.get_view(0.2) as v:
+                            bytes(v)
+                            time.sleep(0.001)
+                tally.call("block held", 0.2, held)
+            elif obj.overwrite:
+                tally.call("send", 0.2, obj.send, b"y" * 32, 0.2)
+                tally.call("recv", 0.02, obj.recv, 0.02)
+            else:
+                def held_box(b: Any = obj) -> None:
+                    if rnd.random() < 0.5:
+                        with b.send_view(16, 0.2) as buf:
+                            buf[:] = bytes(16)
+                            time.sleep(0.001)
+                    else:
+                        with b.recv_view(0.2) as v:
+                            bytes(v)
+                            time.sleep(0.001)
+                tally.call("block held", 0.2, held_box)
+        elif phase == "bells":
+            # Asleep on an empty ring / mailbox while the doorbells flip.
+            if kind == "ring":
+                tally.call("get(0.05)", 0.05, obj.get, 0.05)
+            else:
+                tally.call("recv(0.05)", 0.05, obj.recv, 0.05)
+        else:
+            name, allowed, fn = rnd.choice(ops)
+            tally.call(name, allowed, fn)
+        if _mono() > next_dump:
+            tally.dump(out, False)
+            next_dump = _mono() + 0.25
+    tally.call("detach", 0, obj.detach)
+    tally.dump(out, True)
+    return 0
+
+
+_INTERESTING = (0, 1, 2, 7, 8, 15, 16, 0x7F, 0x80, 0xFF, 4095, 4096, 4104, 0x7FFFFFFF, 0x80000000,
+                0xFFFFFFFF, 1 << 32, (1 << 62) - 8, 1 << 62, (1 << 63) - 1, 1 << 63, (1 << 64) - 8,
+                (1 << 64) - 1, 0x7F0000001000, 0xDEADBEEFCAFE0000)
+
+
+def _attacker(shmid: int, kind: str, phase: str, seconds: float, snapshot: bytes, victims: List[int],
+              seed: int, wfd: int) -> int:
+    """As uid 65534: write random and chosen values over the object."""
+    _drop_privileges()
+    from ..segment import Segment
+
+    seg = Segment.attach(shmid=shmid, trusted_uids={0})
+    buf = memoryview(seg)
+    size = len(buf)
+    hdr = len(snapshot)
+    rnd = random.Random(seed)
+    values = list(_INTERESTING) + victims + [v | 0x80000000 for v in victims]
+    if kind == "ring":
+        locks = (64, 128)
+        bells = (192, 256, 320, 384)
+    else:
+        # Old and new mailbox layouts: sem_t/mutex at 64/128/192/320, or
+        # futex counters and bells at 64..88, locks at 128/192, bell at 268.
+        locks = (64, 128, 192)
+        bells = (64, 68, 72, 76, 128, 264, 268, 320)
+    writes = 0
+    cursor = 0
+
+    def put(off: int, width: int, value: int) -> None:
+        nonlocal writes
+        if 0 <= off and off + width <= size:
+            buf[off:off + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+            writes += 1
+
+    def value() -> int:
+        return rnd.choice(values) if rnd.random() < 0.6 else rnd.getrandbits(64)
+
+    end = _mono() + seconds
+    while _mono() < end:
+        if phase == "locks":
+            lock = rnd.choice(locks)
+            for off in range(lock - 16, lock + 64, 8):
+                if off != lock or rnd.random() < 0.2:  # the lock word itself now and then
+                    put(off, 8, value())
+            if rnd.random() < 0.05:
+                buf[:hdr] = snapshot  # let the victim take the lock again
+            time.sleep(0.0002)
+        elif phase == "bells":
+            for off in bells:
+                put(off, 4, rnd.getrandbits(32) if rnd.random() < 0.5 else writes)
+            if rnd.random() < 0.01:
+                time.sleep(0.0005)
+        else:
+            for _ in range(rnd.randint(1, 8)):
+                p = rnd.random()
+                width = rnd.choice((1, 2, 4, 8))
+                if p < 0.45:
+                    put(rnd.randrange(0, hdr, width), width, value())
+                elif p < 0.8:
+                    put(rnd.randrange(0, size - width + 1, width), width, value())
+                else:  # a sweep, so that every word of the header is hit
+                    put(cursor, 8, value())
+                    cursor = (cursor + 8) % hdr
+            r = rnd.random()
+            if r < 0.03:
+                buf[:hdr] = snapshot  # a working header again, for a while
+                time.sleep(0.003)
+            elif r < 0.5:
+                time.sleep(0.0003)
+    buf.release()
+    seg.detach()
+    os.write(wfd, json.dumps({"writes": writes}).encode())
+    os.close(wfd)
+    return 0
+
+
+def _hostile_round(kind: str, phase: str, seconds: float, tmp: str, seed: int) -> Dict[str, Any]:
+    overwrite = kind == "mailbox-latest"
+    if kind == "ring":
+        obj = h.ring(2048, mode=0o666)
+        hdr = 4096
+    else:
+        obj = h.mailbox(64, mode=0o666, overwrite=overwrite)
+        hdr = 512
+    base = "ring" if kind == "ring" else "mailbox"
+    res: Dict[str, Any] = {"crashes": 0, "hung": 0, "calls": 0, "overruns": 0, "worst": 0.0,
+                           "unexpected": Counter(), "documented": Counter(), "writes": 0, "signals": [],
+                           "samples": Counter()}
+    victims: List[h.Child] = []
+    attacker: Optional[h.Child] = None
+    try:
+        snapshot = bytes(memoryview(obj.segment)[:hdr])
+        for i in range(2):
+            ready = os.path.join(tmp, f"v{seed}-{i}.ready")
+            out = os.path.join(tmp, f"v{seed}-{i}.json")
+            victims.append(h.Child(_victim, base, obj.shmid, phase, seconds, ready, out, seed * 10 + i))
+            if not _wait_path(ready, 10):
+                raise RuntimeError("victim never started")
+        rfd, wfd = os.pipe()
+        attacker = h.Child(_attacker, obj.shmid, base, phase, seconds, snapshot,
+                           [c.pid for c in victims], seed, wfd)
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as f:
+            attacker_says = json.loads(f.read() or b"{}")
+        codes, hangs = h.join_all(victims, seconds + 15)
+        acode = attacker.join(10)
+        res["hung"] = hangs
+        for i, code in enumerate(codes):
+            if code is not None and code < 0:
+                res["crashes"] += 1
+                res["signals"].append(signal.Signals(-code).name)
+            data = h.read_json(os.path.join(tmp, f"v{seed}-{i}.json")) or {}
+            res["calls"] += data.get("calls", 0)
+            res["overruns"] += data.get("overruns", 0)
+            res["worst"] = max(res["worst"], data.get("worst", 0.0))
+            res["unexpected"].update(data.get("unexpected", {}))
+            res["documented"].update(data.get("documented", {}))
+            res["samples"].update(data.get("samples", {}))
+            if code not in (0, None) and code > 0:
+                res["unexpected"][f"victim exit code {code}"] += 1
+        res["writes"] = attacker_says.get("writes", 0)
+        if acode != 0:
+            res["unexpected"][f"attacker exit code {acode}"] += 1
+    finally:
+        for c in victims + ([attacker] if attacker else []):
+            if c.alive():
+                c.kill()
+                c.join(5)
+        h.dispose(obj)
+    return res
+
+
+def fig_hostile_writer(tier: Tier, tmp: str) -> List[Row]:
+    rows: List[Row] = []
+    phases = [("random", tier.t(3.0, 60.0)), ("locks", tier.t(1.5, 20.0)), ("bells", tier.t(1.5, 20.0))]
+    seed = 0
+    for kind, label in (("ring", "Ring"), ("mailbox-handoff", "Mailbox (handoff)"),
+                        ("mailbox-latest", "Mailbox (latest value)")):
+        total: Dict[str, Any] = {"crashes": 0, "hung": 0, "calls": 0, "overruns": 0, "worst": 0.0,
+                                 "unexpected": Counter(), "documented": Counter(), "writes": 0,
+                                 "signals": [], "samples": Counter()}
+        per_phase = []
+        for phase, seconds in phases:
+            seed += 1
+            r = _hostile_round(kind, phase, seconds, tmp, seed)
+            per_phase.append(f"{phase}: {r['calls']} calls, {r['writes']} writes, crashes {r['crashes']}"
+                             f"{' ' + ','.join(r['signals']) if r['signals'] else ''}, hung {r['hung']}, "
+                             f"late {r['overruns']}, other exceptions {sum(r['unexpected'].values())}")
+            for k in ("crashes", "hung", "calls", "overruns", "writes"):
+                total[k] += r[k]
+            total["worst"] = max(total["worst"], r["worst"])
+            total["unexpected"].update(r["unexpected"])
+            total["documented"].update(r["documented"])
+            total["samples"].update(r["samples"])
+            total["signals"] += r["signals"]
+        bad = total["crashes"] + total["hung"] + total["overruns"] + sum(total["unexpected"].values())
+        value = (f"{total['calls']:,} calls vs {total['writes']:,} writes: crashes {total['crashes']}, "
+                 f"late {total['overruns'] + total['hung']}, other exceptions {sum(total['unexpected'].values())}")
+        detail = "; ".join(per_phase) + f"; worst lateness {total['worst'] * 1000:.1f} ms; documented: " + \
+            ", ".join(f"{k} {v}" for k, v in total["documented"].most_common())
+        odd = [(k, v) for k, v in total["samples"].most_common() if ": ValueError" in k or ": BufferError" in k]
+        if odd:
+            detail += "; ValueError/BufferError seen: " + "; ".join(f"{k} x{v}" for k, v in odd[:4])
+        if total["unexpected"]:
+            detail += "; UNEXPECTED: " + "; ".join(f"{k} x{v}" for k, v in total["unexpected"].most_common(8))
+        if total["signals"]:
+            detail += "; victims killed by " + ", ".join(total["signals"])
+        rows.append(row("15", f"hostile writer (uid {NOBODY}, random/lock/doorbell words) vs a {label} in use",
+                        value, "0 / 0 / 0", bad == 0, detail=detail))
+    return rows
+
+
+# ---- 16: squatting ----------------------------------------------------------------
+
+
+def _squatter(wfd: int, keys: Dict[str, int], name: str) -> int:
+    """As uid 65534: create each kind under the victim's key or name, mode 0o666."""
+    _drop_privileges()
+    from ..liveness import Liveness
+    from ..mailbox import Mailbox
+    from ..named_semaphore import NamedSemaphore
+    from ..ring import Ring
+    from ..segment import Segment
+    from ..semaphore import Semaphore
+
+    made: Dict[str, Any] = {}
+    try:
+        made["segment"] = ("shm", Segment.create(4096, keys["segment"], mode=0o666).shmid)
+        made["ring"] = ("shm", Ring.create(1024, keys["ring"], mode=0o666).shmid)
+        made["mailbox"] = ("shm", Mailbox.create(64, keys["mailbox"], mode=0o666).shmid)
+        made["mailbox-latest"] = ("shm", Mailbox.create(64, keys["mailbox-latest"], mode=0o666,
+                                                        overwrite=True).shmid)
+        made["semaphore"] = ("sem", Semaphore.create(1, keys["semaphore"], mode=0o666).semid)
+        made["liveness"] = ("sem", Liveness.create(4, keys["liveness"], mode=0o666).semid)
+        NamedSemaphore.create(name, 1, mode=0o666)
+        made["named"] = ("name", name)
+    finally:
+        os.write(wfd, json.dumps(made).encode())
+        os.close(wfd)
+    return 0
+
+
+def _squat_attempts(keys: Dict[str, int], shmids: Dict[str, int], name: str,
+                    trusted: Optional[set]) -> List[Tuple[str, str]]:
+    """Every way of reaching the squatted objects; (label, outcome)."""
+    from ..liveness import Liveness
+    from ..mailbox import Mailbox
+    from ..named_semaphore import NamedSemaphore
+    from ..ring import Ring
+    from ..segment import Segment
+    from ..semaphore import Semaphore
+
+    kw: Dict[str, Any] = {} if trusted is None else {"trusted_uids": trusted}
+    tries: List[Tuple[str, Callable[[], Any]]] = [
+        ("Segment.attach(key)", lambda: Segment.attach(keys["segment"], **kw)),
+        ("Segment.attach(shmid)", lambda: Segment.attach(shmid=shmids["segment"], **kw)),
+        ("Segment.open(key)", lambda: Segment.open(keys["segment"], 4096, **kw)),
+        ("Ring.attach(key)", lambda: Ring.attach(keys["ring"], **kw)),
+        ("Ring.attach(shmid)", lambda: Ring.attach(shmid=shmids["ring"], **kw)),
+        ("Mailbox.attach(key)", lambda: Mailbox.attach(keys["mailbox"], **kw)),
+        ("Mailbox.attach(key), latest value", lambda: Mailbox.attach(keys["mailbox-latest"], **kw)),
+        ("Mailbox.attach(shmid)", lambda: Mailbox.attach(shmid=shmids["mailbox"], **kw)),
+        ("Semaphore.attach(key)", lambda: Semaphore.attach(keys["semaphore"], **kw)),
+        ("Semaphore.open(key)", lambda: Semaphore.open(keys["semaphore"], 1, **kw)),
+        ("Liveness.attach(key)", lambda: Liveness.attach(keys["liveness"], **kw)),
+        ("Liveness.open(key)", lambda: Liveness.open(keys["liveness"], 4, **kw)),
+        ("NamedSemaphore.open(name)", lambda: NamedSemaphore.open(name, **kw)),
+    ]
+    out = []
+    for label, fn in tries:
+        try:
+            obj = fn()
+        except PermissionError:
+            out.append((label, "PermissionError"))
+            continue
+        except TypeError as e:
+            if "trusted_uids" in str(e):
+                out.append((label, "no trusted_uids parameter"))
+                continue
+            out.append((label, f"TypeError: {e}"))
+            continue
+        except Exception as e:
+            out.append((label, f"{type(e).__name__}: {str(e)[:80]}"))
+            continue
+        out.append((label, "accepted"))
+        for meth in ("detach", "close"):  # leave the squatter's objects as they are
+            fn2 = getattr(obj, meth, None)
+            if fn2 is not None:
+                try:
+                    fn2()
+                except Exception:
+                    pass
+                break
+    return out
+
+
+def fig_squatting(tier: Tier, tmp: str) -> List[Row]:
+    from .. import _core
+
+    kinds = ("segment", "ring", "mailbox", "mailbox-latest", "semaphore", "liveness")
+    keys = {k: h.free_key() for k in kinds}
+    name = h.new_name("squat")
+    rfd, wfd = os.pipe()
+    child = h.Child(_squatter, wfd, keys, name)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        made = json.loads(f.read() or b"{}")
+    child.join(10)
+    for kind, (what, ident) in made.items():  # recorded at once, so a crash below leaks nothing
+        if what == "shm":
+            h.track_shm(ident)
+        elif what == "sem":
+            h.track_sem(ident)
+    try:
+        if len(made) != len(kinds) + 1:
+            return [row("16", "squatting: uid 65534 pre-creates every kind", f"only {sorted(made)} created",
+                        "all created", False)]
+        shmids = {k: v[1] for k, v in made.items() if v[0] == "shm"}
+        without = _squat_attempts(keys, shmids, name, None)
+        with_trust = _squat_attempts(keys, shmids, name, {NOBODY})
+    finally:
+        for kind, (what, ident) in made.items():
+            try:
+                if what == "shm":
+                    _core.shm_remove(ident)
+                elif what == "sem":
+                    _core.sem_remove(ident)
+                else:
+                    os.unlink("/dev/shm/sem." + ident.lstrip("/"))
+            except OSError:
+                pass
+    accepted = [label for label, res in without if res == "accepted"]
+    refused_other = [f"{label}: {res}" for label, res in without if res not in ("accepted", "PermissionError")]
+    rows = [row(
+        "16", "squatting: objects uid 65534 made (mode 0666) under our keys/name, attached without opt-in",
+        f"{len(accepted)} of {len(without)} accepted", "0", not accepted,
+        detail=("accepted: " + ", ".join(accepted) + "; " if accepted else "")
+        + ("refused otherwise than PermissionError: " + "; ".join(refused_other) if refused_other
+           else "all refused with PermissionError"),
+    )]
+    no_param = [label for label, res in with_trust if res == "no trusted_uids parameter"]
+    checked = [(label, res) for label, res in with_trust if res != "no trusted_uids parameter"]
+    ok = [label for label, res in checked if res == "accepted"]
+    rows.append(row(
+        "16", "sanity: the same attaches with trusted_uids={65534}",
+        f"{len(ok)} of {len(checked)} accepted", "all", len(ok) == len(checked),
+        detail="; ".join(f"{label}: {res}" for label, res in checked if res != "accepted"),
+    ))
+    if no_param:
+        rows.append(row("16", "attaches that take no trusted_uids (a foreign object cannot be opted in)",
+                        ", ".join(sorted(set(no_param))), "-", None))
+    return rows
