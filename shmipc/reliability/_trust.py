@@ -529,3 +529,364 @@ def fig_squatting(tier: Tier, tmp: str) -> List[Row]:
         rows.append(row("16", "attaches that take no trusted_uids (a foreign object cannot be opted in)",
                         ", ".join(sorted(set(no_param))), "-", None))
     return rows
+
+
+# ---- 17: exceptions from a signal handler at any bytecode ---------------------------
+
+
+class _Interrupt(BaseException):
+    """What the SIGALRM handler raises (a BaseException, as KeyboardInterrupt)."""
+
+
+_ARMED = [False]
+_RAISED = [0]
+_SIGNALS = [0]
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    _SIGNALS[0] += 1
+    if _ARMED[0]:
+        _ARMED[0] = False  # one raise per armed call: the bookkeeping around it runs unarmed
+        _RAISED[0] += 1
+        raise _Interrupt()
+
+
+def _attempt(fn: Callable[..., Any], *args: Any) -> Tuple[Any, Optional[BaseException]]:
+    """fn(*args) with the handler armed: (result, None) or (None, exception)."""
+    try:
+        try:
+            _ARMED[0] = True
+            result = fn(*args)
+            _ARMED[0] = False
+            return result, None
+        except BaseException as e:  # noqa: B036 - the interrupt is the point
+            _ARMED[0] = False
+            return None, e
+    except _Interrupt as e:  # raised inside the except clause above, before it disarmed
+        return None, e
+
+
+def _storm(on: bool) -> None:
+    if on:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 100e-6, 100e-6)
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        _ARMED[0] = False
+
+
+_SEQ = struct.Struct("<Q")
+_END = (1 << 63) - 1
+_PAD = bytes(64)
+
+
+def _seq_msg(seq: int) -> bytes:
+    return _SEQ.pack(seq) + _PAD[: (seq % 5) * 8]
+
+
+def _reserve_put(r: Any, data: bytes, timeout: float) -> None:
+    with r.reserve(len(data), timeout) as buf:
+        buf[:] = data
+
+
+def _view_get(r: Any, timeout: float) -> bytes:
+    with r.get_view(timeout) as v:
+        data = bytes(v)
+    return data
+
+
+def _held_report(r: Any) -> Dict[str, Any]:
+    return {"plock_held": bool(r._plock.held), "clock_held": bool(r._clock.held)}
+
+
+def _async_producer(shmid: int, target: int, cap: float, tmp: str) -> int:
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    certain, uncertain = array.array("q"), array.array("q")
+    other: Counter = Counter()
+    seq = 0
+    i = 0
+    consumer_done = os.path.join(tmp, "consumer.target")
+    _storm(True)
+    end = _mono() + cap
+    while True:
+        i += 1
+        if i % 256 == 0 and ((_RAISED[0] >= target and os.path.exists(consumer_done)) or _mono() > end):
+            break
+        op = i % 3
+        if op == 0:
+            res, exc = _attempt(r.put, _seq_msg(seq), 1.0)
+            batch = [seq]
+        elif op == 1:
+            batch = list(range(seq, seq + 1 + i % 4))
+            res, exc = _attempt(r.put_many, [_seq_msg(s) for s in batch], 1.0)
+        else:
+            res, exc = _attempt(_reserve_put, r, _seq_msg(seq), 1.0)
+            batch = [seq]
+        seq += len(batch)
+        if exc is None:
+            n = res if op == 1 else 1
+            certain.extend(batch[:n])
+        elif isinstance(exc, _Interrupt):
+            uncertain.extend(batch)
+        elif not isinstance(exc, TimeoutError):  # a timeout queued nothing
+            other[f"{type(exc).__name__}: {exc}"] += 1
+    _storm(False)
+    held = _held_report(r)
+    for _ in range(10):
+        try:
+            r.put(_seq_msg(_END), 5)
+            break
+        except TimeoutError:
+            other["END put timed out"] += 1
+    with open(os.path.join(tmp, "producer.certain"), "wb") as f:
+        certain.tofile(f)
+    with open(os.path.join(tmp, "producer.uncertain"), "wb") as f:
+        uncertain.tofile(f)
+    h.write_json(os.path.join(tmp, "producer.json"), {
+        **held, "raised": _RAISED[0], "signals": _SIGNALS[0], "other": dict(other), "sent": seq})
+    _wait_path(os.path.join(tmp, "exit"), 60)
+    r.detach()
+    return 0
+
+
+def _async_consumer(shmid: int, target: int, cap: float, tmp: str) -> int:
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    events = array.array("q")  # seq >= 0 delivered; -k: a get that raised, may have taken k
+    other: Counter = Counter()
+    i = 0
+    done = False
+    flagged = False
+    _storm(True)
+    end = _mono() + cap + 30
+    while not done and _mono() < end:
+        i += 1
+        if not flagged and _RAISED[0] >= target:
+            _touch(os.path.join(tmp, "consumer.target"))
+            flagged = True
+        op = i % 3
+        if op == 0:
+            res, exc = _attempt(r.get, 1.0)
+            got, k = [res], 1
+        elif op == 1:
+            res, exc = _attempt(r.get_many, 4, 1.0)
+            got, k = res, 4
+        else:
+            res, exc = _attempt(_view_get, r, 1.0)
+            got, k = [res], 1
+        if exc is None:
+            for m in got:
+                s = _SEQ.unpack_from(m)[0]
+                if s == _END:
+                    done = True
+                else:
+                    events.append(s)
+        elif isinstance(exc, _Interrupt):
+            events.append(-k)
+        elif not isinstance(exc, TimeoutError):
+            other[f"{type(exc).__name__}: {exc}"] += 1
+    _storm(False)
+    held = _held_report(r)
+    with open(os.path.join(tmp, "consumer.events"), "wb") as f:
+        events.tofile(f)
+    h.write_json(os.path.join(tmp, "consumer.json"), {
+        **held, "raised": _RAISED[0], "signals": _SIGNALS[0], "other": dict(other), "ended": done})
+    _wait_path(os.path.join(tmp, "exit"), 60)
+    r.detach()
+    return 0
+
+
+def _read_q(path: str) -> array.array:
+    a = array.array("q")
+    try:
+        with open(path, "rb") as f:
+            a.frombytes(f.read())
+    except FileNotFoundError:
+        pass
+    return a
+
+
+def _account(certain: array.array, events: array.array) -> Dict[str, int]:
+    """Duplicates, and certain puts missing beyond what the raised gets
+    around each gap could have taken (one producer, one consumer: FIFO)."""
+    committed = sorted(certain)
+    seen = set()
+    dup = lost = reordered = slack = 0
+    prev = -1
+    for ev in events:
+        if ev < 0:
+            slack += -ev
+            continue
+        if ev in seen:
+            dup += 1
+            continue
+        seen.add(ev)
+        if ev < prev:
+            reordered += 1
+            continue
+        missing = bisect.bisect_left(committed, ev) - bisect.bisect_right(committed, prev)
+        lost += max(0, missing - slack)
+        slack = 0
+        prev = ev
+    missing = len(committed) - bisect.bisect_right(committed, prev)  # after the last delivery
+    lost += max(0, missing - slack)
+    return {"dup": dup, "lost": lost, "reordered": reordered, "delivered": len(seen)}
+
+
+def _third_party(shmid: int, timeout: float) -> Optional[str]:
+    """Can another process put and get right now?  None, or what failed."""
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    try:
+        r.put(b"third", timeout)
+        r.get(timeout)
+        return None
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        r.detach()
+
+
+def _async_pair(tier: Tier, tmp: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    target = tier.n(10_000, 100_000)
+    cap = tier.t(20.0, 600.0)
+    r = h.ring(4096)
+    kids: List[h.Child] = []
+    try:
+        kids = [h.Child(_async_producer, r.shmid, target, cap, tmp),
+                h.Child(_async_consumer, r.shmid, target, cap, tmp)]
+        ready = all(_wait_path(os.path.join(tmp, f"{w}.json"), cap + 60) for w in ("producer", "consumer"))
+        live = _third_party(r.shmid, 0.5) if ready else "the interrupted processes never finished"
+        _touch(os.path.join(tmp, "exit"))
+        _codes, hangs = h.join_all(kids, 20)
+        dead = _third_party(r.shmid, 3.0)
+    finally:
+        for c in kids:
+            c.kill()
+        h.join_all(kids, 5)
+        h.dispose(r)
+    prod = h.read_json(os.path.join(tmp, "producer.json")) or {}
+    cons = h.read_json(os.path.join(tmp, "consumer.json")) or {}
+    acc = _account(_read_q(os.path.join(tmp, "producer.certain")), _read_q(os.path.join(tmp, "consumer.events")))
+    uncertain_gets = sum(1 for e in _read_q(os.path.join(tmp, "consumer.events")) if e < 0)
+    leaked = sum(bool(d.get(k)) for d in (prod, cons) for k in ("plock_held", "clock_held"))
+    res = {
+        "raised": (prod.get("raised", 0), cons.get("raised", 0)),
+        "signals": (prod.get("signals", 0), cons.get("signals", 0)),
+        "leaked": leaked + (live is not None), "live": live, "unrecoverable": int(dead is not None), "dead": dead,
+        "hangs": hangs, "other": {**prod.get("other", {}), **cons.get("other", {})},
+        "uncertain_puts": len(_read_q(os.path.join(tmp, "producer.uncertain"))),
+        "uncertain_gets": uncertain_gets, "ended": cons.get("ended", False), **acc,
+    }
+    return res, {}
+
+
+def _async_holder(shmid: int, side: str, ready: str) -> int:
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    if side == "producer":
+        with r.reserve(8, 10):
+            _touch(ready)
+            h.wait_for_kill()
+    else:
+        r.put(b"held", 10)
+        with r.get_view(10):
+            _touch(ready)
+            h.wait_for_kill()
+    return 0
+
+
+def _async_recoverer(shmid: int, tmp: str) -> int:
+    """Under the storm, use both sides while lock holders are killed."""
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    other: Counter = Counter()
+    ops = [(r.put, (b"r" * 8, 0.5)), (r.get, (0.5,)), (_reserve_put, (r, b"v" * 8, 0.5)),
+           (_view_get, (r, 0.5)), (r.put_many, ([b"m"] * 3, 0.5)), (r.get_many, (4, 0.5))]
+    stop = os.path.join(tmp, "recover.stop")
+    _storm(True)
+    i = 0
+    while True:
+        i += 1
+        if i % 64 == 0 and os.path.exists(stop):
+            break
+        fn, args = ops[i % len(ops)]
+        _res, exc = _attempt(fn, *args)
+        if exc is not None and not isinstance(exc, (_Interrupt, TimeoutError)):
+            other[f"{type(exc).__name__}: {exc}"] += 1
+    _storm(False)
+    h.write_json(os.path.join(tmp, "recover.json"), {**_held_report(r), "raised": _RAISED[0],
+                                                      "other": dict(other)})
+    _wait_path(os.path.join(tmp, "exit2"), 60)
+    r.detach()
+    return 0
+
+
+def _async_after_kills(tier: Tier, tmp: str) -> Dict[str, Any]:
+    kills = tier.n(10, 100)
+    r = h.ring(1024)
+    rec: Optional[h.Child] = None
+    took = 0
+    try:
+        rec = h.Child(_async_recoverer, r.shmid, tmp)
+        for i in range(kills * 2):
+            ready = os.path.join(tmp, f"hold{i}.ready")
+            side = "producer" if i % 2 == 0 else "consumer"
+            holder = h.Child(_async_holder, r.shmid, side, ready)
+            if _wait_path(ready, 10):
+                took += 1
+                time.sleep(random.uniform(0, 0.01))
+            holder.kill()
+            holder.join(5)
+            time.sleep(0.03)  # the recoverer takes the dead holder's lock over (~20 ms) under the storm
+        _touch(os.path.join(tmp, "recover.stop"))
+        ready = _wait_path(os.path.join(tmp, "recover.json"), 30)
+        live = _third_party(r.shmid, 0.5) if ready else "the recovering process never finished"
+        _touch(os.path.join(tmp, "exit2"))
+        rec.join(20)
+        dead = _third_party(r.shmid, 3.0)
+    finally:
+        if rec is not None:
+            rec.kill()
+            rec.join(5)
+        h.dispose(r)
+    data = h.read_json(os.path.join(tmp, "recover.json")) or {}
+    return {"kills": took, "raised": data.get("raised", 0),
+            "leaked": int(bool(data.get("plock_held"))) + int(bool(data.get("clock_held"))) + int(live is not None),
+            "live": live, "unrecoverable": int(dead is not None), "dead": dead, "other": data.get("other", {})}
+
+
+def fig_async_exceptions(tier: Tier, tmp: str) -> List[Row]:
+    res, _ = _async_pair(tier, tmp)
+    bad = res["leaked"] + res["unrecoverable"] + res["dup"] + res["lost"] + res["hangs"] + len(res["other"])
+    rows = [row(
+        "17", "SIGALRM every 100 us raising in put/put_many/reserve (producer) and "
+              "get/get_many/get_view (consumer)",
+        f"{res['raised'][0]:,} + {res['raised'][1]:,} interrupts: leaked locks {res['leaked']}, unrecoverable "
+        f"{res['unrecoverable']}, duplicated {res['dup']}, lost {res['lost']}",
+        "0 / 0 / 0 / 0", bad == 0 and res["ended"],
+        detail=f"{res['delivered']:,} delivered; uncertain (raised) puts {res['uncertain_puts']:,}, "
+               f"uncertain gets {res['uncertain_gets']:,} (info); reordered {res['reordered']}; signals "
+               f"{res['signals'][0]:,} + {res['signals'][1]:,}; end of stream reached: {res['ended']}"
+               + (f"; third process while they lived: {res['live']}" if res["live"] else "")
+               + (f"; after they died: {res['dead']}" if res["dead"] else "")
+               + (f"; other exceptions: {res['other']}" if res["other"] else ""),
+    )]
+    after = _async_after_kills(tier, tmp)
+    bad = after["leaked"] + after["unrecoverable"] + len(after["other"])
+    rows.append(row(
+        "17", "the same storm in a process recovering locks from SIGKILLed holders (reserve / get_view)",
+        f"{after['kills']} kills, {after['raised']:,} interrupts: leaked locks {after['leaked']}, "
+        f"unrecoverable {after['unrecoverable']}",
+        "0 / 0", bad == 0,
+        detail=(f"third process while it lived: {after['live']}; " if after["live"] else "")
+        + (f"after it died: {after['dead']}; " if after["dead"] else "")
+        + (f"other exceptions: {after['other']}" if after["other"] else ""),
+    ))
+    return rows
