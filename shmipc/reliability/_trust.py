@@ -21,6 +21,7 @@ import signal
 import struct
 import threading
 import time
+import traceback
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -889,4 +890,397 @@ def fig_async_exceptions(tier: Tier, tmp: str) -> List[Row]:
         + (f"after it died: {after['dead']}; " if after["dead"] else "")
         + (f"other exceptions: {after['other']}" if after["other"] else ""),
     ))
+    return rows
+
+
+# ---- 18: threads sharing a Ring; fork from a threaded process -----------------------
+
+_TSEQ = struct.Struct("<IQ")  # thread, seq
+
+
+def _threads_one_ring(shmid: int, per_thread: int, out: str) -> int:
+    """Three producer and three consumer threads on one Ring object."""
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    lock = threading.Lock()
+    got: List[Tuple[int, int]] = []
+    counts: Counter = Counter()
+    producers_left = [3]
+
+    def note(what: str) -> None:
+        with lock:
+            counts[what] += 1
+
+    def producer(t: int) -> None:
+        rnd = random.Random(t)
+        seq = 0
+        try:
+            while seq < per_thread:
+                op = rnd.random()
+                try:
+                    if op < 0.4:
+                        r.put(_TSEQ.pack(t, seq) + bytes(rnd.randrange(0, 64, 8)), 5)
+                        seq += 1
+                    elif op < 0.7:
+                        n = min(per_thread - seq, rnd.randint(1, 5))
+                        seq += r.put_many([_TSEQ.pack(t, seq + j) for j in range(n)], 5)
+                    else:
+                        with r.reserve(_TSEQ.size, 5) as buf:
+                            buf[:] = _TSEQ.pack(t, seq)
+                        seq += 1
+                except BufferError:
+                    note("BufferError")
+                except TimeoutError:
+                    note("TimeoutError")
+                except Exception as e:
+                    note(f"{type(e).__name__}: {e}")
+        finally:
+            with lock:
+                producers_left[0] -= 1
+
+    def consumer(t: int) -> None:
+        rnd = random.Random(100 + t)
+        while True:
+            op = rnd.random()
+            try:
+                if op < 0.4:
+                    msgs = [r.get(0.2)]
+                elif op < 0.7:
+                    msgs = r.get_many(rnd.randint(1, 6), 0.2)
+                else:
+                    with r.get_view(0.2) as v:
+                        msgs = [bytes(v)]
+                with lock:
+                    got.extend(_TSEQ.unpack_from(m) for m in msgs)
+            except TimeoutError:
+                with lock:
+                    if producers_left[0] == 0:
+                        return
+            except BufferError:
+                note("BufferError")
+            except Exception as e:
+                note(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(3)]
+    threads += [threading.Thread(target=consumer, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    seen = Counter(got)
+    expected = {(t, s) for t in range(3) for s in range(per_thread)}
+    h.write_json(out, {
+        "delivered": len(got), "dup": sum(v - 1 for v in seen.values() if v > 1),
+        "lost": len(expected - set(seen)), "alien": len(set(seen) - expected),
+        "counts": dict(counts), "detached": _try(r.detach),
+    })
+    return 0
+
+
+def _try(fn: Callable[[], Any]) -> Optional[str]:
+    try:
+        fn()
+        return None
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _fork_child_use(r: Any, log: str) -> int:
+    """In the forked child: put, get and detach its copy; 0 if all worked."""
+    code = 0
+    errors = []
+    try:
+        for m in (b"a", b"b", b"c"):
+            r.put(m, 3)
+    except Exception as e:
+        code |= 1
+        errors.append(f"put: {type(e).__name__}: {e}")
+    try:
+        r.get(3)
+    except Exception as e:
+        code |= 2
+        errors.append(f"get: {type(e).__name__}: {e}")
+    try:
+        r.detach()
+    except Exception as e:
+        code |= 4
+        errors.append(f"detach: {type(e).__name__}: {e}")
+    if errors:
+        with open(log, "a") as f:
+            f.write("\n".join(errors) + "\n")
+    return code
+
+
+def _fork_from_threads(shmid: int, variant: str, forks: int, out: str) -> int:
+    """Fork while threads are blocked in get() / inside a reserve() or
+    get_view() block; the child must use and detach its copy."""
+    from ..ring import Ring
+
+    r = Ring.attach(shmid=shmid)
+    failures: Counter = Counter()
+    for _ in range(forks):
+        while True:  # start from an empty ring
+            try:
+                r.get_many(64, 0)
+            except TimeoutError:
+                break
+        threads: List[threading.Thread] = []
+        if variant == "get":
+            # One thread holds the consumer lock asleep in get(), one waits for that lock.
+            def blocked() -> None:
+                try:
+                    r.get(10)
+                except Exception:
+                    pass
+            threads = [threading.Thread(target=blocked) for _ in range(2)]
+        elif variant == "reserve":
+            def in_reserve() -> None:
+                with r.reserve(8, 5) as buf:
+                    buf[:] = bytes(8)
+                    time.sleep(0.1)
+            threads = [threading.Thread(target=in_reserve)]
+        else:
+            r.put(b"v", 5)
+
+            def in_view() -> None:
+                with r.get_view(5) as v:
+                    bytes(v)
+                    time.sleep(0.1)
+            threads = [threading.Thread(target=in_view)]
+        for th in threads:
+            th.start()
+        time.sleep(0.03)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_fork_child_use(r, out + ".children"))
+        deadline = _mono() + 15
+        status = None
+        while _mono() < deadline:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+            time.sleep(0.005)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            failures["hung"] += 1
+        else:
+            code = os.waitstatus_to_exitcode(status)
+            for bit, what in ((1, "put failed"), (2, "get failed"), (4, "detach failed")):
+                if code > 0 and code & bit:
+                    failures[what] += 1
+            if code < 0:
+                failures[f"killed by {signal.Signals(-code).name}"] += 1
+        for _ in range(2):
+            try:
+                r.put(b"free", 1)  # release threads still waiting in get()
+            except Exception:
+                pass
+        for th in threads:
+            th.join(15)
+            if th.is_alive():
+                failures["parent thread stuck"] += 1
+    try:
+        with open(out + ".children") as f:
+            said = Counter(f.read().splitlines())
+    except FileNotFoundError:
+        said = Counter()
+    h.write_json(out, {"failures": dict(failures), "detached": _try(r.detach), "said": dict(said)})
+    return 0
+
+
+def fig_threads_fork(tier: Tier, tmp: str) -> List[Row]:
+    rows: List[Row] = []
+    per_thread = tier.n(3000, 50_000)
+    r = h.ring(4096)
+    try:
+        out = os.path.join(tmp, "threads.json")
+        c = h.Child(_threads_one_ring, r.shmid, per_thread, out)
+        code = c.join(tier.t(60, 900))
+        data = h.read_json(out) or {}
+    finally:
+        h.dispose(r)
+    counts = data.get("counts", {})
+    buffer_errors = counts.get("BufferError", 0)
+    others = {k: v for k, v in counts.items() if k not in ("BufferError", "TimeoutError")}
+    bad = buffer_errors + data.get("lost", 1) + data.get("dup", 0) + data.get("alien", 0) + len(others)
+    rows.append(row(
+        "18", "3 producer + 3 consumer threads on one Ring object (put/put_many/reserve, get/get_many/get_view)",
+        f"{data.get('delivered', 0):,} msgs: false BufferErrors {buffer_errors}, lost {data.get('lost', '?')}, "
+        f"duplicated {data.get('dup', '?')}",
+        "0 / 0 / 0", bad == 0 and code == 0 and not data.get("detached"),
+        detail=f"exit {code}; put timeouts {counts.get('TimeoutError', 0)}; other exceptions {others}; "
+               f"detach: {data.get('detached') or 'ok'}",
+    ))
+    forks = tier.n(10, 200)
+    total = 0
+    failures: Counter = Counter()
+    said: Counter = Counter()
+    for variant in ("get", "reserve", "view"):
+        r = h.ring(4096)
+        try:
+            out = os.path.join(tmp, f"fork-{variant}.json")
+            c = h.Child(_fork_from_threads, r.shmid, variant, forks, out)
+            code = c.join(tier.t(60, 900))
+            data = h.read_json(out)
+        finally:
+            h.dispose(r)
+        total += forks
+        if data is None:
+            failures[f"{variant}: parent exit {code}"] += 1
+            continue
+        for k, v in data["failures"].items():
+            failures[f"{variant}: {k}"] += v
+        said.update({f"{variant}: {k}": v for k, v in data.get("said", {}).items()})
+        if data.get("detached"):
+            failures[f"{variant}: parent detach {data['detached']}"] += 1
+    bad = sum(failures.values())
+    rows.append(row(
+        "18", "fork while threads sleep in get() / hold a reserve() or get_view() block: child puts, gets, detaches",
+        f"{total} forks: children that could not use or detach their copy {bad}", "0", bad == 0,
+        detail=", ".join(f"{k} x{v}" for k, v in failures.items())
+        + ("; the children said: " + "; ".join(f"{k} x{v}" for k, v in said.most_common(6)) if said else ""),
+    ))
+    return rows
+
+
+# ---- 19: interrupted create and remove ---------------------------------------------
+
+
+def _create_loop(kind: str) -> int:
+    """Create and remove keyed objects until killed."""
+    from ..mailbox import Mailbox
+    from ..ring import Ring
+
+    rnd = random.Random(os.getpid())
+    i = 0
+    while True:
+        i += 1
+        key = rnd.getrandbits(30) | 0x40000000
+        try:
+            obj = Ring.create(256, key) if kind == "ring" else Mailbox.create(64, key, overwrite=bool(i & 1))
+        except FileExistsError:
+            continue
+        obj.remove()
+        obj.detach()
+
+
+def _create_under_signals(kind: str, rounds: int, out: str) -> int:
+    """Create/remove keyed objects with a one-shot SIGALRM raising at a random point."""
+    from ..mailbox import Mailbox
+    from ..ring import Ring
+
+    rnd = random.Random(os.getpid())
+    signal.signal(signal.SIGALRM, _on_alarm)
+
+    def make(key: int) -> Any:
+        return Ring.create(256, key) if kind == "ring" else Mailbox.create(64, key, overwrite=bool(key & 1))
+
+    t0 = _mono()
+    for _ in range(20):
+        o = make(rnd.getrandbits(30) | 0x40000000)
+        o.remove()
+        o.detach()
+    span = (_mono() - t0) / 20 * 1.3
+    interrupted = not_original = 0
+    others: Counter = Counter()
+    for _ in range(rounds):
+        key = rnd.getrandbits(30) | 0x40000000
+        obj = None
+        try:
+            try:
+                _ARMED[0] = True
+                signal.setitimer(signal.ITIMER_REAL, max(1e-6, rnd.uniform(0, span)))
+                obj = make(key)
+                obj.remove()
+                obj.detach()
+                _ARMED[0] = False
+            except _Interrupt:
+                interrupted += 1
+            except FileExistsError:
+                _ARMED[0] = False
+            except BaseException as e:  # not what the handler raised
+                _ARMED[0] = False
+                not_original += 1
+                where = traceback.extract_tb(e.__traceback__)[-3:]
+                others[f"{type(e).__name__}: {e} at " + " < ".join(
+                    f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(where))] += 1
+        except _Interrupt:
+            interrupted += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _ARMED[0] = False
+        obj = None  # a handle the interrupt left: dropped, as a caller's would be
+    from ..segment import segments
+
+    mine = [s.shmid for s in segments() if s.cpid == os.getpid() and not s.marked_for_destruction]
+    h.write_json(out, {"interrupted": interrupted, "not_original": not_original, "others": dict(others),
+                       "left_alive": len(mine)})
+    return 0
+
+
+def _leftovers_after_cleanup(pids: set) -> Tuple[int, int, List[str]]:
+    """(objects of *pids* left before cleanup, after cleanup, what the survivors are)."""
+    from .. import _core
+    from ..cleanup import cleanup
+    from ..segment import Segment, segments
+
+    def ours() -> List[Any]:
+        return [s for s in segments() if s.cpid in pids and not (s.marked_for_destruction and s.nattch == 0)]
+
+    before = ours()
+    ids = {s.shmid for s in before}
+    cleanup(select=lambda o: o.ident in ids)
+    after = ours()
+    what = []
+    for s in after:
+        try:
+            seg = Segment(s.shmid, readonly=True)
+            head = seg.read(8, 0)
+            seg.detach()
+        except OSError:
+            head = b"?"
+        what.append(f"magic {head!r}")
+        try:
+            _core.shm_remove(s.shmid)
+        except OSError:
+            pass
+    return len(before), len(after), [f"{k} x{v}" for k, v in Counter(what).most_common()]
+
+
+def fig_interrupted_create(tier: Tier, tmp: str) -> List[Row]:
+    rows: List[Row] = []
+    kills = tier.n(30, 500)
+    for kind, label in (("ring", "Ring.create/remove"), ("mailbox", "Mailbox.create/remove")):
+        pids = set()
+        for _ in range(kills):
+            c = h.Child(_create_loop, kind)
+            pids.add(c.pid)
+            time.sleep(random.uniform(0.002, 0.03))
+            c.kill()
+            c.join(5)
+        before, after, what = _leftovers_after_cleanup(pids)
+        rows.append(row(
+            "19", f"SIGKILL at a random point of a keyed {label} loop: objects shmipc.cleanup() leaves",
+            f"{kills} kills: {before} left by the dead creators, {after} not removed by cleanup", "0",
+            after == 0, detail="; ".join(what),
+        ))
+    rounds = tier.n(2000, 50_000)
+    for kind, label in (("ring", "Ring.create/remove"), ("mailbox", "Mailbox.create/remove")):
+        out = os.path.join(tmp, f"sig-{kind}.json")
+        c = h.Child(_create_under_signals, kind, rounds, out)
+        code = c.join(tier.t(60, 900))
+        data = h.read_json(out) or {}
+        before, after, what = _leftovers_after_cleanup({c.pid})
+        rows.append(row(
+            "19", f"an exception from a SIGALRM handler at a random point of {label} (keyed)",
+            f"{data.get('interrupted', 0):,} of {rounds:,} interrupted: {after} objects cleanup leaves after the "
+            f"creator died, {data.get('not_original', '?')} raised another exception",
+            "0 / 0", after == 0 and data.get("not_original", 1) == 0 and code == 0,
+            detail=f"left while the creator lived: {data.get('left_alive', '?')} ({before} after it died, before "
+                   f"cleanup) (info)" + ("; " + "; ".join(what) if what else "")
+                   + (f"; other exceptions: {data.get('others')}" if data.get("others") else ""),
+        ))
     return rows
