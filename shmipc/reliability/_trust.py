@@ -1172,8 +1172,16 @@ def _create_under_signals(kind: str, rounds: int, out: str) -> int:
     from ..mailbox import Mailbox
     from ..ring import Ring
 
+    import sys
+
     rnd = random.Random(os.getpid())
     signal.signal(signal.SIGALRM, _on_alarm)
+    unraisable = [0]  # the interrupt landing in a dropped handle's __del__ (ignored by Python)
+
+    def on_unraisable(_u: Any) -> None:
+        unraisable[0] += 1
+
+    sys.unraisablehook = on_unraisable
 
     def make(key: int) -> Any:
         return Ring.create(256, key) if kind == "ring" else Mailbox.create(64, key, overwrite=bool(key & 1))
@@ -1217,7 +1225,7 @@ def _create_under_signals(kind: str, rounds: int, out: str) -> int:
 
     mine = [s.shmid for s in segments() if s.cpid == os.getpid() and not s.marked_for_destruction]
     h.write_json(out, {"interrupted": interrupted, "not_original": not_original, "others": dict(others),
-                       "left_alive": len(mine)})
+                       "left_alive": len(mine), "unraisable": unraisable[0]})
     return 0
 
 
@@ -1280,7 +1288,7 @@ def fig_interrupted_create(tier: Tier, tmp: str) -> List[Row]:
             f"creator died, {data.get('not_original', '?')} raised another exception",
             "0 / 0", after == 0 and data.get("not_original", 1) == 0 and code == 0,
             detail=f"left while the creator lived: {data.get('left_alive', '?')} ({before} after it died, before "
-                   f"cleanup) (info)" + ("; " + "; ".join(what) if what else "")
+                   f"cleanup) (info); interrupts inside a dropped handle's __del__: {data.get('unraisable', 0)}" + ("; " + "; ".join(what) if what else "")
                    + (f"; other exceptions: {data.get('others')}" if data.get("others") else ""),
         ))
     return rows
