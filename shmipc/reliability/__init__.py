@@ -53,6 +53,11 @@ FIGURES: List[Figure] = [
     Figure("leaks", "_hygiene:fig_leaks", 90, 1800, "12 RSS / object growth over cycles"),
     Figure("permissions", "_hygiene:fig_permissions", 60, 300, "13 permissions and hostile setups"),
     Figure("cleanup", "_hygiene:fig_cleanup", 60, 300, "14 stale cleanup and restart"),
+    Figure("hostile-writer", "_trust:fig_hostile_writer", 90, 1800, "15 hostile writer vs Ring and Mailbox in use"),
+    Figure("squatting", "_trust:fig_squatting", 30, 120, "16 objects squatted by another uid"),
+    Figure("async-exceptions", "_trust:fig_async_exceptions", 90, 1800, "17 signal-handler exceptions in Ring calls"),
+    Figure("threads-fork", "_trust:fig_threads_fork", 60, 900, "18 threads sharing a Ring; fork from a threaded process"),
+    Figure("interrupted-create", "_trust:fig_interrupted_create", 60, 900, "19 SIGKILL / exceptions inside create and remove"),
 ]
 
 
