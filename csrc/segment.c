@@ -49,6 +49,8 @@ typedef struct {
     key_t key;
     int readonly;           /* attached SHM_RDONLY */
     Py_ssize_t exports;     /* live buffer exports, including internal ones */
+    char *orphan;           /* after _abandon(): the private stand-in pages */
+    size_t orphan_len;
     PyObject *weakreflist;
     PyObject *dict;         /* so the Python facade can add attributes */
 } SegmentObject;
@@ -441,6 +443,37 @@ Segment_detach(SegmentObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* _abandon(): detach although buffers are exported, by putting private
+ * anonymous pages in the mapping's place (one mmap MAP_FIXED: the SysV
+ * attach ends -- shm_nattch drops -- and no moment exists at which the
+ * address is unmapped).  For a forked child whose copies of its parent's
+ * threads' views will never be released: those views now read private
+ * zeros instead of the segment, and nothing can fault.  The pages are
+ * unmapped when the last export is gone. */
+static PyObject *
+Segment_abandon(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t len;
+    void *p;
+    if (self->addr == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (self->exports == 0) {
+        return Segment_detach(self, NULL);
+    }
+    len = ((size_t)self->size + (size_t)page - 1) & ~((size_t)page - 1);
+    p = mmap(self->addr, len, self->readonly ? PROT_READ : PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED) {
+        return shmipc_raise_errno(errno, "mmap");
+    }
+    self->orphan = self->addr;
+    self->orphan_len = len;
+    self->addr = NULL;
+    Py_RETURN_NONE;
+}
+
 /* "O&" converter for offsets: any int.  Values beyond a Py_ssize_t clamp to
  * its limits, so the range check answers ValueError, not OverflowError. */
 static int
@@ -802,6 +835,10 @@ static void
 Segment_releasebuffer(SegmentObject *self, Py_buffer *view)
 {
     self->exports--;
+    if (self->exports == 0 && self->orphan != NULL) {
+        (void)munmap(self->orphan, self->orphan_len);
+        self->orphan = NULL;
+    }
 }
 
 static PyObject *
@@ -850,6 +887,11 @@ Segment_get_address(SegmentObject *self, void *closure)
 }
 
 static PyMethodDef Segment_methods[] = {
+    {"_abandon", (PyCFunction)Segment_abandon, METH_NOARGS,
+     "_abandon($self)\n--\n\n"
+     "Detach even with buffers exported: private zero pages take the\n"
+     "mapping's place (for a forked child's copies of views that no\n"
+     "thread there will ever release)."},
     {"_create", (PyCFunction)Segment_create_attached, METH_VARARGS | METH_CLASS,
      "_create(key, size, flags, mark=0)\n--\n\n"
      "shmget() a new segment and attach it in one call (removed again if\n"

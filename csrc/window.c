@@ -4,6 +4,7 @@
  *     class Window:                     # holds an export of buffer
  *         def __new__(cls, buffer, offset, size, readonly=False)
  *         exports: int                  # live buffers taken from this window
+ *         obj                           # the underlying buffer (None: released)
  *         def release(self) -> bool     # drop the export unless exported;
  *                                       # returns whether it did (idempotent)
  *         buffer protocol: one dimension, format 'B'
@@ -136,7 +137,17 @@ static PyMethodDef Window_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+Window_get_obj(WindowObject *self, void *closure)
+{
+    PyObject *obj = self->buf != NULL ? self->base.obj : Py_None;
+    Py_INCREF(obj);
+    return obj;
+}
+
 static PyGetSetDef Window_getset[] = {
+    {"obj", (getter)Window_get_obj, NULL,
+     "the underlying buffer object (None once released)", NULL},
     {"exports", (getter)Window_get_exports, NULL,
      "live buffers taken from this window", NULL},
     {NULL, NULL, NULL, NULL, NULL},

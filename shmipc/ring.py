@@ -80,6 +80,7 @@ be buggy or hostile): a bad magic, version, size, index or record raises
 """
 from __future__ import annotations
 
+import gc
 import operator
 import os
 import struct
@@ -419,6 +420,7 @@ class Ring:
 
     def _bind(self, seg: Segment) -> None:
         """Make this process's handles on a validated ring's segment."""
+        self._pid = os.getpid()
         if self._av is _DETACHED:
             self._av = AtomicView(seg)
         self._buf = memoryview(seg)
@@ -1205,7 +1207,11 @@ class Ring:
             )
         try:
             self._release_views()
-            seg.detach()
+            try:
+                seg.detach()
+            except BufferError:
+                if not _abandon_forked_views(seg, self._pid):
+                    raise
         except BaseException:
             if seg.closed:  # detached: only this bookkeeping was interrupted
                 self._seg = None
@@ -1253,6 +1259,22 @@ class Ring:
 
 def _attach_by_id(cls: Type[Ring], shmid: int, spin: float, trusted_uids: Iterable[int] = ()) -> Ring:
     return cls.attach(shmid=shmid, spin=spin, trusted_uids=trusted_uids)
+
+
+def _abandon_forked_views(seg: Segment, pid: int) -> bool:
+    """In a process forked from *pid*: if every buffer still exported from
+    *seg* is a view of a block that a thread of the parent had open (a
+    thread that does not exist here, so nothing will ever release it),
+    detach anyway, leaving those views private zero pages (Segment._abandon).
+    Returns whether it did."""
+    if os.getpid() == pid:
+        return False
+    windows = [w for w in gc.get_objects() if type(w) is _core.Window and w.obj is seg]
+    held = sum(1 for w in windows if not w.release())  # the unexported ones let go
+    if held == 0 or seg.exports != held:
+        return False  # something else (the user's own arrays) still uses it
+    seg._abandon()
+    return True
 
 
 def _discard(seg: Segment) -> None:

@@ -843,3 +843,50 @@ def test_signal_exceptions_in_create_leave_only_what_cleanup_removes(shm):
         with pytest.raises(FileNotFoundError):
             _core.shmget(key, 0, 0)
     print(f"{len(left)} segment(s) left by interrupted create/remove, all removed by cleanup")
+
+
+# ---- 10b. fork while other threads are inside blocks -----------------------------------------
+
+
+def _detach_in_forked_child(ring: Ring, view_holder: list, keep_own_array: bool) -> int:
+    shmid = ring.shmid
+    ring.put(b"child", timeout=5)  # usable (the consumer side is the parent thread's)
+    own = memoryview(ring.segment) if keep_own_array else None
+    try:
+        ring.detach()
+    except BufferError:
+        return 3 if own is not None else 1  # refused: the child's own view is alive
+    if keep_own_array:
+        return 2  # must have been refused
+    assert ring.detached
+    # The parent's threads' views are private zero pages here: readable, no fault.
+    assert bytes(view_holder[0]) == bytes(len(view_holder[0]))
+    assert _core.shm_stat(shmid)[8] >= 1  # nattch: the parent (and its thread) only
+    return 0
+
+
+@pytest.mark.parametrize("keep_own_array", [False, True])
+def test_fork_while_other_threads_hold_block_views(rings, keep_own_array):
+    ring = rings(4096)
+    ring.put(b"queued")
+    entered = threading.Event()
+    leave = threading.Event()
+    views: list = []
+
+    def reader():
+        with ring.get_view(timeout=5) as v:
+            views.append(v)
+            entered.set()
+            leave.wait(5)
+        views.clear()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert entered.wait(5)
+    try:
+        status = join(fork_child(_detach_in_forked_child, ring, views, keep_own_array), 30)
+    finally:
+        leave.set()
+        t.join(5)
+    assert not os.WIFSIGNALED(status), f"child died of signal {os.WTERMSIG(status)}"
+    assert os.WEXITSTATUS(status) == (3 if keep_own_array else 0)

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import _harness as h
 from ._harness import Row, Tier, row
@@ -38,7 +38,7 @@ def _drop_privileges() -> None:
     os.setuid(NOBODY)
 
 
-def _documented() -> Tuple[type, ...]:
+def _documented() -> Tuple[Type[BaseException], ...]:
     from ..errors import CorruptedError, EndOfStream, RemovedError
 
     return (CorruptedError, TimeoutError, EndOfStream, RemovedError, ValueError, BufferError)
@@ -165,7 +165,7 @@ def _victim(kind: str, shmid: int, phase: str, seconds: float, ready: str, out: 
     from ..ring import Ring
 
     rnd = random.Random(seed)
-    obj = Ring.attach(shmid=shmid) if kind == "ring" else Mailbox.attach(shmid=shmid)
+    obj: Any = Ring.attach(shmid=shmid) if kind == "ring" else Mailbox.attach(shmid=shmid)
     tally = _Tally()
     t = 0.02
     ops = _ring_ops(obj, rnd, t) if kind == "ring" else _mailbox_ops(obj, rnd, t)
@@ -236,8 +236,8 @@ def _attacker(shmid: int, kind: str, phase: str, seconds: float, snapshot: bytes
     rnd = random.Random(seed)
     values = list(_INTERESTING) + victims + [v | 0x80000000 for v in victims]
     if kind == "ring":
-        locks = (64, 128)
-        bells = (192, 256, 320, 384)
+        locks: Tuple[int, ...] = (64, 128)
+        bells: Tuple[int, ...] = (192, 256, 320, 384)
     else:
         # Old and new mailbox layouts: sem_t/mutex at 64/128/192/320, or
         # futex counters and bells at 64..88, locks at 128/192, bell at 268.
@@ -808,7 +808,7 @@ def _async_recoverer(shmid: int, tmp: str) -> int:
 
     r = Ring.attach(shmid=shmid)
     other: Counter = Counter()
-    ops = [(r.put, (b"r" * 8, 0.5)), (r.get, (0.5,)), (_reserve_put, (r, b"v" * 8, 0.5)),
+    ops: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = [(r.put, (b"r" * 8, 0.5)), (r.get, (0.5,)), (_reserve_put, (r, b"v" * 8, 0.5)),
            (_view_get, (r, 0.5)), (r.put_many, ([b"m"] * 3, 0.5)), (r.get_many, (4, 0.5))]
     stop = os.path.join(tmp, "recover.stop")
     _storm(True)
@@ -847,8 +847,8 @@ def _async_after_kills(tier: Tier, tmp: str) -> Dict[str, Any]:
             holder.join(5)
             time.sleep(0.03)  # the recoverer takes the dead holder's lock over (~20 ms) under the storm
         _touch(os.path.join(tmp, "recover.stop"))
-        ready = _wait_path(os.path.join(tmp, "recover.json"), 30)
-        live = _third_party(r.shmid, 0.5) if ready else "the recovering process never finished"
+        finished = _wait_path(os.path.join(tmp, "recover.json"), 30)
+        live = _third_party(r.shmid, 0.5) if finished else "the recovering process never finished"
         _touch(os.path.join(tmp, "exit2"))
         rec.join(20)
         dead = _third_party(r.shmid, 3.0)
