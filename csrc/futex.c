@@ -483,6 +483,48 @@ FutexLock_release(FutexLockObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_FALSE;
 }
 
+/* guard(fn, *args, **kwargs): call fn, then give back a hold that fn took
+ * and left (whatever fn did, with no bytecode in between).  CPython 3.9 and
+ * 3.10 run signal handlers when an exception reaches an except/finally
+ * handler and when a try block is left, so a Python-level release can be
+ * skipped there; 3.11+ do not, and call the functions directly. */
+static PyObject *
+FutexLock_guard(FutexLockObject *self, PyObject *const *args,
+                size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    uint32_t tid, start;
+    int held_before;
+    PyObject *result, *type, *value, *tb;
+
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "guard() needs a function to call");
+        return NULL;
+    }
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    sync_generation(self);
+    tid = current_tid(&start);
+    held_before = self->holder == tid;
+    result = PyObject_Vectorcall(args[0], args + 1, nargs - 1, kwnames);
+    if (held_before || self->word == NULL) {
+        return result;
+    }
+    sync_generation(self);
+    if (self->holder == current_tid(&start) && self->refused == 0) {
+        PyObject *r;
+        PyErr_Fetch(&type, &value, &tb);
+        r = FutexLock_release(self, NULL);
+        Py_XDECREF(r);
+        if (r == NULL) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    return result;
+}
+
 static PyObject *
 FutexLock_close(FutexLockObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -555,6 +597,11 @@ static PyMethodDef FutexLock_methods[] = {
      "release()\n--\n\n"
      "Give the lock back if this thread holds it through this object;\n"
      "return whether it did.  Safe to call when not held."},
+    {"guard", (PyCFunction)(void (*)(void))FutexLock_guard,
+     METH_FASTCALL | METH_KEYWORDS,
+     "guard(fn, /, *args, **kwargs)\n--\n\n"
+     "Call fn(*args, **kwargs); then, in the same C call, release a hold\n"
+     "of this thread that fn took and did not give back."},
     {"close", (PyCFunction)FutexLock_close, METH_NOARGS,
      "close()\n--\n\n"
      "Drop the buffer export.  BufferError while a thread of this process\n"

@@ -76,7 +76,9 @@ RemovedError; it cannot crash this process, make a call outlast its timeout
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import time
 from typing import Any, Iterable, Optional, Tuple, Type
 
@@ -302,9 +304,18 @@ class Mailbox:
 
     def _open_lock(self) -> None:
         if self.overwrite:
-            self._writer_lock = _core.FutexLock(self._seg, OFF_WRITER_LOCK)
+            lock = self._writer_lock = _core.FutexLock(self._seg, OFF_WRITER_LOCK)
+            calls = ("send",)
         else:
-            self._slot_lock = _core.FutexLock(self._seg, OFF_SLOT_LOCK)
+            lock = self._slot_lock = _core.FutexLock(self._seg, OFF_SLOT_LOCK)
+            calls = ("send", "recv")
+        if sys.version_info < (3, 11):
+            # CPython 3.9/3.10 can skip a Python-level release when a signal
+            # handler raises at an exception handler's entry: the calls run
+            # under guard(), which gives back in C a hold they left (see the
+            # note above Ring's _GUARD_CALLS).
+            for name in calls:
+                setattr(self, name, functools.partial(lock.guard, getattr(type(self), name).__get__(self)))
 
     # ---- attributes ----------------------------------------------------
     def _segment(self) -> Segment:
@@ -499,8 +510,10 @@ class Mailbox:
             self._av.store64(_SLOT, n)
             self._seg.write(view, _SLOT + 8)
             self._post(OFF_MAY_READ, OFF_READ_BELL)
-        finally:
+            lock.release()  # inside the try: see ring._UNLOCK_NOTE (3.9/3.10)
+        except BaseException:
             lock.release()
+            raise
 
     def recv(self, timeout: Optional[float] = None) -> bytes:
         """Take the message: waits for one (handoff), or for a value newer
@@ -514,9 +527,11 @@ class Mailbox:
             self._take(_ROLE_READER, deadline, "receive")
             data = self._seg.read(self._read_handoff_length(), _SLOT + 8)
             self._post(OFF_MAY_WRITE, OFF_WRITE_BELL)
-            return data
-        finally:
+            lock.release()  # inside the try: see ring._UNLOCK_NOTE (3.9/3.10)
+        except BaseException:
             lock.release()
+            raise
+        return data
 
     def send_view(self, nbytes: int, timeout: Optional[float] = None) -> "_SlotWrite":
         """Zero-copy send: ``with box.send_view(n) as buf: buf[:] = ...``
@@ -564,8 +579,10 @@ class Mailbox:
             av.store64_seq_cst(OFF_SEQUENCE, seq + 2)  # the commit point
             if av.load32(OFF_READERS_WAITING):
                 av.wake32(OFF_DOORBELL)
-        finally:
+            lock.release()  # inside the try: see ring._UNLOCK_NOTE (3.9/3.10)
+        except BaseException:
             lock.release()
+            raise
 
     def _read_latest(self, deadline: Optional[float]) -> Tuple[int, Optional[bytes]]:
         """The newest complete value and its sequence (0, None if none yet).

@@ -80,10 +80,12 @@ be buggy or hostile): a bad magic, version, size, index or record raises
 """
 from __future__ import annotations
 
+import functools
 import gc
 import operator
 import os
 import struct
+import sys
 import time
 from typing import Any, Iterable, Iterator, List, Optional, Type
 
@@ -127,6 +129,26 @@ _LEN_MASK = 0xFFFFFFFF
 # No ring moves 2**62 bytes (4.6 EB) in its life: an index past this was
 # written by someone else, and index + record would soon overflow the u64.
 _INDEX_LIMIT = 1 << 62
+
+# _UNLOCK_NOTE: every call that takes a lock is written
+#
+#     try:
+#         lock.acquire(...)      # takes and records the hold in one C call
+#         ...                    # the work, ending with its commit
+#         lock.release()         # still inside the try
+#     except BaseException:
+#         lock.release()         # a no-op unless this thread holds it
+#         raise
+#
+# and not with try/finally: CPython 3.9 and 3.10 run signal handlers when a
+# try block is left normally, before an inlined finally body, so a handler
+# that raised there skipped the release.  Here the normal path releases
+# inside the try and the handler path releases first thing.  Those versions
+# also run them when an exception reaches a handler, before its first line:
+# there the calls run under FutexLock.guard, which gives back in C a hold
+# the Python code left (one more C call per message, on 3.9/3.10 only).
+_GUARD_CALLS = sys.version_info < (3, 11)
+_GUARDED = ("put", "get", "put_many", "get_many", "_skip_leading_pad")
 
 # How long one blocking wait lasts before the waiter looks at whether the
 # segment was removed under it (bounded reaction to IPC_RMID).
@@ -429,6 +451,8 @@ class Ring:
         self._bind_hot_paths()
 
     def _bind_hot_paths(self) -> None:
+        for name in _GUARDED:
+            self.__dict__.pop(name, None)
         av = self._av
         self._load64 = av.load64
         self._load32 = av.load32
@@ -441,6 +465,10 @@ class Ring:
         # after detach() raise ValueError.
         self.put = self._fast_put()  # type: ignore[method-assign]  # deliberate shadowing, see above
         self.get = self._fast_get()  # type: ignore[method-assign]
+        if _GUARD_CALLS:  # see _UNLOCK_NOTE
+            for name in _GUARDED:
+                lock = self._clock if name in ("get", "get_many", "_skip_leading_pad") else self._plock
+                setattr(self, name, functools.partial(lock.guard, getattr(self, name)))
 
     def _fast_put(self) -> Any:
         ring = self
@@ -488,8 +516,10 @@ class Ring:
                 store64(pos, _MSG | n)
                 write(data, pos + 8)
                 publish(OFF_TAIL, tail + rec, OFF_CONSUMER_WAITING, OFF_DATA_BELL, OFF_PUT_COUNT, 1)
-            finally:
+                release()  # inside the try: see _UNLOCK_NOTE
+            except BaseException:
                 release()
+                raise
 
         put.__doc__ = Ring.put.__doc__
         return put
@@ -529,8 +559,10 @@ class Ring:
                     rec = (n + 15) & ~7
                 data = read(n, pos)
                 publish(OFF_HEAD, head + rec, OFF_PRODUCER_WAITING, OFF_SPACE_BELL, OFF_TAKEN_COUNT, 1)
-            finally:
+                release()  # inside the try: see _UNLOCK_NOTE
+            except BaseException:
                 release()
+                raise
             return data
 
         get.__doc__ = Ring.get.__doc__
@@ -727,11 +759,13 @@ class Ring:
         try:
             if not lock.acquire(0):
                 return False
-            if self._load64(OFF_HEAD) != head:
-                return True  # a consumer moved on meanwhile: look again
-            self._publish_head(head + (cap - off), 0)
-        finally:
+            # If a consumer moved on meanwhile, look again; else skip the pad.
+            if self._load64(OFF_HEAD) == head:
+                self._publish_head(head + (cap - off), 0)
+            lock.release()  # inside the try: see _UNLOCK_NOTE
+        except BaseException:
             lock.release()
+            raise
         return True
 
     def _space_available(self, rec: int) -> bool:
@@ -840,10 +874,14 @@ class Ring:
             if tail & 7:
                 tail = self._make_room(tail, 8, deadline, timeout == 0)
             if len(sizes) == 1 and biggest < _DIRECT_BYTES:
-                return self._put_equal_records(items, biggest, tail, deadline, timeout == 0)
-            return self._put_records(items, tail, deadline, timeout == 0)
-        finally:
+                queued = self._put_equal_records(items, biggest, tail, deadline, timeout == 0)
+            else:
+                queued = self._put_records(items, tail, deadline, timeout == 0)
+            self._plock.release()  # inside the try: see _UNLOCK_NOTE
+        except BaseException:
             self._plock.release()
+            raise
+        return queued
 
     def _put_equal_records(self, items: List[Any], n: int, tail: int, deadline: Optional[float],
                            nowait: bool) -> int:
@@ -1037,8 +1075,10 @@ class Ring:
             head, tail, pos, n = self._wait_message(deadline, timeout == 0)
             head = self._take_records(out, max_messages, head, tail)
             self._publish_head(head, len(out))
-        finally:
+            self._clock.release()  # inside the try: see _UNLOCK_NOTE
+        except BaseException:
             self._clock.release()
+            raise
         return out
 
     def _take_records(self, out: List[bytes], max_messages: int, head: int, tail: int) -> int:
@@ -1186,7 +1226,7 @@ class Ring:
         buf = self.__dict__.pop("_buf", None)
         if buf is not None and buf is not _DETACHED:
             buf.release()
-        for name in ("_load64", "_load32", "_store64", "_read", "_write", "put", "get"):
+        for name in ("_load64", "_load32", "_store64", "_read", "_write") + _GUARDED:
             self.__dict__.pop(name, None)
 
     def detach(self) -> None:
