@@ -305,7 +305,7 @@ class Mailbox:
     def _open_lock(self) -> None:
         if self.overwrite:
             lock = self._writer_lock = _core.FutexLock(self._seg, OFF_WRITER_LOCK)
-            calls = ("send",)
+            calls: Tuple[str, ...] = ("send",)
         else:
             lock = self._slot_lock = _core.FutexLock(self._seg, OFF_SLOT_LOCK)
             calls = ("send", "recv")
