@@ -158,27 +158,36 @@ raise_shmid_error(int err, const char *call, int shmid)
     return shmipc_raise_errno(err, call);
 }
 
+/* shmget() for both of its callers: the id, or -1 with an error set. */
+static int
+checked_shmget(key_t key, Py_ssize_t size, int flags)
+{
+    int shmid, err;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return -1;
+    }
+    shmid = shmget(key, (size_t)size, flags);
+    err = errno;
+    if (shmid < 0) {
+        shmipc_raise_errno(err, "shmget");
+    }
+    return shmid;
+}
+
 static PyObject *
 core_shmget(PyObject *module, PyObject *args)
 {
     key_t key;
     Py_ssize_t size;
-    int flags, shmid, err;
+    int flags, shmid;
 
     if (!PyArg_ParseTuple(args, "O&ni:shmget", shmipc_key_converter, &key,
                           &size, &flags)) {
         return NULL;
     }
-    if (size < 0) {
-        PyErr_SetString(PyExc_ValueError, "size must not be negative");
-        return NULL;
-    }
-    shmid = shmget(key, (size_t)size, flags);
-    err = errno;
-    if (shmid < 0) {
-        return shmipc_raise_errno(err, "shmget");
-    }
-    return PyLong_FromLong(shmid);
+    shmid = checked_shmget(key, size, flags);
+    return shmid < 0 ? NULL : PyLong_FromLong(shmid);
 }
 
 static int
@@ -363,7 +372,7 @@ Segment_create_attached(PyTypeObject *type, PyObject *args)
 {
     key_t key;
     Py_ssize_t size;
-    int flags, shmid, err;
+    int flags, shmid;
     unsigned long long mark = 0;
     PyObject *seg;
 
@@ -371,14 +380,8 @@ Segment_create_attached(PyTypeObject *type, PyObject *args)
                           &size, &flags, &mark)) {
         return NULL;
     }
-    if (size < 0) {
-        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+    if ((shmid = checked_shmget(key, size, flags)) < 0) {
         return NULL;
-    }
-    shmid = shmget(key, (size_t)size, flags);
-    err = errno;
-    if (shmid < 0) {
-        return shmipc_raise_errno(err, "shmget");
     }
     seg = attach_new_object(type, shmid, 0, (uint64_t)mark);
     if (seg == NULL) {

@@ -12,7 +12,9 @@ removes such leftovers, and only them:
   and it starts with a Ring or Mailbox magic number (or the "initialising"
   mark a create writes first, left by a creator killed or interrupted
   before the object was ready), read through a read-only attach (nothing
-  is written).  Segments of other users, segments
+  is written).  A segment still all zeros in the mode a Ring/Mailbox create
+  starts with (``INITIALISING_MODE``, 0o611: its creator was killed between
+  ``shmget`` and its first store) counts too, as "interrupted-create".  Segments of other users, segments
   with attached processes and segments that are not shmipc's are never
   touched.
 * **Named POSIX semaphores** ``/dev/shm/sem.shmipc-*`` owned by the current
@@ -39,7 +41,7 @@ import sys
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Set, Union
 
 from . import _core
-from .segment import Segment, SegmentInfo, segments
+from .segment import INITIALISING_MODE, Segment, SegmentInfo, segments
 
 __all__ = ["StaleObject", "cleanup", "cleanup_main"]
 
@@ -58,7 +60,7 @@ _SEM_PREFIX = "sem.shmipc-"
 class StaleObject(NamedTuple):
     """One object :func:`cleanup` found stale."""
 
-    kind: str  #: "ring", "mailbox" or "named-semaphore"
+    kind: str  #: "ring", "mailbox", "interrupted-create" or "named-semaphore"
     ident: Union[int, str]  #: shmid, or the semaphore's name ("/shmipc-...")
     key: Optional[int]  #: the System V key (None for a named semaphore)
     detail: str  #: why it is stale
@@ -94,17 +96,17 @@ def _stale_segment(info: SegmentInfo, uid: int) -> Optional[str]:
     return f"nattch 0, creator pid {info.cpid} and last pid {info.lpid} dead"
 
 
-def _peek_magic(shmid: int) -> Optional[str]:
-    """Read the first 8 bytes through a read-only attach; the shmipc kind or None."""
+def _peek_magic(shmid: int) -> Optional[int]:
+    """The first 8 bytes as a u64, read through a read-only attach (None if
+    it cannot be attached)."""
     try:
         seg = Segment(shmid, readonly=True)
     except OSError:
         return None
     try:
-        magic = int.from_bytes(seg.read(8, 0), "little")
+        return int.from_bytes(seg.read(8, 0), "little")
     finally:
         seg.detach()
-    return _MAGICS.get(magic)
 
 
 def _mapped_inodes() -> Set[int]:
@@ -150,9 +152,13 @@ def _candidates(uid: int) -> Iterator[StaleObject]:
         why = _stale_segment(info, uid)
         if why is None:
             continue
-        kind = _peek_magic(info.shmid)
-        if kind is not None:
-            yield StaleObject(kind, info.shmid, info.key, why, False)
+        magic = _peek_magic(info.shmid)
+        if magic in _MAGICS:
+            yield StaleObject(_MAGICS[magic], info.shmid, info.key, why, False)
+        elif magic == 0 and info.mode & 0o777 == INITIALISING_MODE:
+            # Killed between creating the segment and its first store.
+            yield StaleObject("interrupted-create", info.shmid, info.key,
+                              why + ", still in the mode a Ring/Mailbox create starts with", False)
     try:
         names = sorted(n for n in os.listdir(_SHM_DIR) if n.startswith(_SEM_PREFIX))
     except OSError:

@@ -227,6 +227,7 @@ class Mailbox:
                 av.store64_seq_cst(OFF_MAGIC, MAILBOX_MAGIC)
             finally:
                 av.close()
+            seg.chmod(mode)  # last: others may attach (see Segment._create_marked)
             return cls._from_segment(seg)
         except BaseException:
             _discard(seg)

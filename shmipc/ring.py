@@ -92,7 +92,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Type
 from . import _core
 from .atomics import AtomicView
 from .errors import CorruptedError, EndOfStream, RemovedError
-from .segment import Segment
+from .segment import INITIALISING_MODE, Segment, stat_segment
 
 __all__ = ["Ring", "RING_VERSION"]
 
@@ -350,9 +350,10 @@ class Ring:
                 av.store64(OFF_MAX_MESSAGE, capacity - RECORD_HEADER)
                 av.store64(OFF_NONCE, int.from_bytes(os.urandom(8), "little"))
                 # Locks and doorbells are plain words: zero is free and quiet.
-                av.store64_seq_cst(OFF_MAGIC, RING_MAGIC)  # last: the ring is ready
+                av.store64_seq_cst(OFF_MAGIC, RING_MAGIC)  # the ring is ready
             finally:
                 av.close()
+            seg.chmod(mode)  # last: others may attach (see Segment._create_marked)
             ring = cls._from_segment(seg)
         except BaseException:
             _discard(seg)
@@ -404,8 +405,9 @@ class Ring:
         while magic in (0, RING_INIT_MAGIC) and _monotonic() < deadline:
             time.sleep(0.001)
             magic = av.load64(OFF_MAGIC)
-        if magic == RING_INIT_MAGIC:
-            creator = _core.shm_stat(seg.shmid)[9]
+        info = stat_segment(seg.shmid)
+        if magic == RING_INIT_MAGIC or (magic == 0 and info.mode & 0o777 == INITIALISING_MODE):
+            creator = info.cpid
             raise CorruptedError(
                 f"segment {seg.shmid} is a shmipc ring that its creator (pid {creator}) has not finished "
                 f"initialising; if that process is gone, 'shmipc cleanup' removes it"

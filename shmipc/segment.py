@@ -71,6 +71,12 @@ class SegmentInfo(NamedTuple):
     locked: bool = False  #: SHM_LOCK in effect
 
 
+#: The mode a Ring or Mailbox segment is created with until it is ready:
+#: read/write for the owner and execute-only for the rest, which nobody asks
+#: for (execute means nothing for a segment attached without SHM_EXEC).
+INITIALISING_MODE = 0o611
+
+
 def _check_mode(mode: int) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"mode must be an int, not {type(mode).__name__}")
@@ -207,11 +213,17 @@ class Segment(_core.Segment):
     def _create_marked(cls, size: int, key: Optional[int], mode: int, mark: int) -> "Segment":
         """create(), storing *mark* (a u64, 0 for none) at offset 0 in the
         same C call that creates and attaches: no exception can fall
-        between the segment existing and this object holding it."""
+        between the segment existing and this object holding it.
+
+        A marked segment is born with INITIALISING_MODE, which the creator
+        replaces with *mode* (``chmod``) once the object is ready: a creator
+        killed even before its mark store leaves a segment that
+        ``shmipc.cleanup()`` recognises by that mode."""
         _check_size(size)
         _check_mode(mode)
         key = _core.IPC_PRIVATE if key is None else _check_key(key, allow_private=True)
-        seg = cls._create(key, size, _core.IPC_CREAT | _core.IPC_EXCL | mode, mark)
+        born = INITIALISING_MODE if mark else mode
+        seg = cls._create(key, size, _core.IPC_CREAT | _core.IPC_EXCL | born, mark)
         seg.created = True
         return seg
 

@@ -26,6 +26,11 @@ def _make(conn, what, key):
         obj = Ring.create(4096, key)
     elif what == "mailbox":
         obj = Mailbox.create(64, key)
+    elif what in ("zeros-initialising", "zeros-0600"):
+        # What a create killed between shmget() and its first store leaves
+        # (in the mode it starts with), and a user's zeroed segment.
+        mode = shmipc.segment.INITIALISING_MODE if what == "zeros-initialising" else 0o600
+        obj = Segment(_core.shmget(_core.IPC_PRIVATE, 4096, _core.IPC_CREAT | _core.IPC_EXCL | mode))
     else:
         obj = Segment.create(4096, key)
         obj.write(b"not a shmipc object")
@@ -225,3 +230,11 @@ def test_cleanup_main_dry_run(shm, capsys):
     assert cleanup_main(["--dry-run", "--json"]) == 0
     assert f'"ident": {shmid}' in capsys.readouterr().out
     shmipc.cleanup(select=_only(shmid))
+
+
+def test_removes_a_create_killed_before_its_first_store_but_no_plain_zeros(shm):
+    interrupted = _made_by_dead_child(shm, "zeros-initialising")
+    plain = _made_by_dead_child(shm, "zeros-0600")
+    found = shmipc.cleanup(select=_only(interrupted, plain))
+    assert [(o.kind, o.ident, o.removed) for o in found] == [("interrupted-create", interrupted, True)]
+    assert _gone(interrupted) and not _gone(plain)
