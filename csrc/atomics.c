@@ -586,7 +586,11 @@ AtomicView_publish64(AtomicViewObject *self, PyObject *const *args,
         return NULL;
     }
     if (count != NULL) {
-        __atomic_add_fetch(count, delta, __ATOMIC_RELAXED);
+        /* Not a locked read-modify-write: the caller is the one writer of
+         * the counter (it holds the lock that publishes the index), and
+         * readers only want a snapshot.  Half the cost of fetch_add. */
+        __atomic_store_n(count, __atomic_load_n(count, __ATOMIC_RELAXED) + delta,
+                         __ATOMIC_RELAXED);
     }
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(flag, __ATOMIC_SEQ_CST) == 0) {
@@ -723,9 +727,10 @@ static PyMethodDef AtomicView_methods[] = {
     FASTCALL(publish64,
              "publish64($self, off, v, flag_off, bell_off, "
              "count_off=None, delta=None, /)\n--\n\n"
-             "[Add delta to the 64-bit counter at count_off,] store v at "
-             "off, then if the 32-bit flag is up ring the bell (wake32).  "
-             "All seq_cst.  Returns whether it rang."),
+             "[Add delta to the 64-bit counter at count_off (one writer at "
+             "a time: not a locked add),] store v at off, then if the 32-bit "
+             "flag is up ring the bell (wake32).  Store and load seq_cst.  "
+             "Returns whether it rang."),
     {"fence", (PyCFunction)AtomicView_fence, METH_NOARGS,
      "fence($self)\n--\n\nA seq_cst thread fence."},
     {"release", (PyCFunction)AtomicView_release, METH_NOARGS,

@@ -73,8 +73,11 @@
 
 /* ---- per-thread identity, reset in a forked child ---------------------- */
 
-static __thread uint32_t my_tid;     /* 0: not known yet */
-static __thread uint32_t my_start;   /* low 32 bits of my start time */
+/* initial-exec: read straight off the thread pointer, with no call to
+ * __tls_get_addr (these are read on every lock and unlock). */
+#define SHMIPC_TLS __thread __attribute__((tls_model("initial-exec")))
+static SHMIPC_TLS uint32_t my_tid;     /* 0: not known yet */
+static SHMIPC_TLS uint32_t my_start;   /* low 32 bits of my start time */
 static unsigned long fork_generation;
 
 static void
@@ -398,17 +401,33 @@ lock_slow(uint64_t *word, uint32_t *futex, uint32_t tid, uint32_t start,
 }
 
 static PyObject *
-FutexLock_acquire(FutexLockObject *self, PyObject *args, PyObject *kwds)
+FutexLock_acquire(FutexLockObject *self, PyObject *const *args,
+                  Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"timeout", NULL};
     double timeout = -1.0;
     shmipc_deadline deadline;
     uint32_t tid, start;
     uint64_t expected = 0;
     int r;
+    /* kwnames may be an empty tuple rather than NULL (PEP 590). */
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:acquire", kwlist,
-                                     shmipc_timeout_converter, &timeout)) {
+    /* On every message's path: no argument parser. */
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "acquire() takes at most 1 argument (%zd given)",
+                     nargs + nkw);
+        return NULL;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(
+                        PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "acquire() got an unexpected keyword argument '%U'",
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs + nkw == 1 &&
+        !shmipc_timeout_converter(args[0], &timeout)) {
         return NULL;
     }
     if (check_open(self) < 0) {
@@ -586,7 +605,7 @@ FutexLock_get_closed(FutexLockObject *self, void *closure)
 
 static PyMethodDef FutexLock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))FutexLock_acquire,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "acquire(timeout=None)\n--\n\n"
      "Take the lock; wait at most timeout seconds (None: for ever).\n"
      "Returns 0 if the timeout passed, 1 when taken, 2 when taken over\n"
