@@ -85,7 +85,7 @@ from typing import Any, Iterable, Optional, Tuple, Type
 from . import _core
 from .atomics import AtomicView
 from .errors import CorruptedError, EndOfStream, RemovedError
-from .segment import Segment
+from .segment import Segment, abandon_forked_views
 
 __all__ = ["Mailbox", "MAILBOX_VERSION"]
 
@@ -300,6 +300,7 @@ class Mailbox:
         self.overwrite = mode == MODE_LATEST
         self._stride = _slot_stride(max_size)
         self._open_lock()
+        self._bound_pid = os.getpid()
         self._seen = 0  # latest value: the sequence of the last value received
         self.missed = 0  #: latest value: values skipped before the last recv()
 
@@ -694,7 +695,13 @@ class Mailbox:
                 lock.close()
             if self._av is not None:
                 self._av.close()
-            seg.detach()
+            try:
+                seg.detach()
+            except BufferError:
+                # A child forked while its parent's threads had view blocks
+                # open: nothing here will release those views.
+                if not abandon_forked_views(seg, self._bound_pid):
+                    raise
         except BufferError as exc:
             # Give back what was closed: the mailbox stays attached and usable.
             if self._av is None or self._av.closed:

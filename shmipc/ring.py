@@ -81,7 +81,6 @@ be buggy or hostile): a bad magic, version, size, index or record raises
 from __future__ import annotations
 
 import functools
-import gc
 import operator
 import os
 import struct
@@ -92,7 +91,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Type
 from . import _core
 from .atomics import AtomicView
 from .errors import CorruptedError, EndOfStream, RemovedError
-from .segment import INITIALISING_MODE, Segment, stat_segment
+from .segment import INITIALISING_MODE, Segment, abandon_forked_views, stat_segment
 
 __all__ = ["Ring", "RING_VERSION"]
 
@@ -1252,7 +1251,7 @@ class Ring:
             try:
                 seg.detach()
             except BufferError:
-                if not _abandon_forked_views(seg, self._pid):
+                if not abandon_forked_views(seg, self._pid):
                     raise
         except BaseException:
             if seg.closed:  # detached: only this bookkeeping was interrupted
@@ -1301,22 +1300,6 @@ class Ring:
 
 def _attach_by_id(cls: Type[Ring], shmid: int, spin: float, trusted_uids: Iterable[int] = ()) -> Ring:
     return cls.attach(shmid=shmid, spin=spin, trusted_uids=trusted_uids)
-
-
-def _abandon_forked_views(seg: Segment, pid: int) -> bool:
-    """In a process forked from *pid*: if every buffer still exported from
-    *seg* is a view of a block that a thread of the parent had open (a
-    thread that does not exist here, so nothing will ever release it),
-    detach anyway, leaving those views private zero pages (Segment._abandon).
-    Returns whether it did."""
-    if os.getpid() == pid:
-        return False
-    windows = [w for w in gc.get_objects() if type(w) is _core.Window and w.obj is seg]
-    held = sum(1 for w in windows if not w.release())  # the unexported ones let go
-    if held == 0 or seg.exports != held:
-        return False  # something else (the user's own arrays) still uses it
-    seg._abandon()
-    return True
 
 
 def _discard(seg: Segment) -> None:

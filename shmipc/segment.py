@@ -13,6 +13,7 @@ Lifetime contract (as in ``multiprocessing.shared_memory``):
 """
 from __future__ import annotations
 
+import gc
 import operator
 import os
 import sys
@@ -418,3 +419,19 @@ def _reattach(
 ) -> Segment:
     # Pickles made before trusted_uids existed carry three arguments.
     return cls._attach_checked(shmid, readonly, normalize_trusted(trusted_uids))  # type: ignore[no-any-return]
+
+
+def abandon_forked_views(seg: Segment, pid: int) -> bool:
+    """In a process forked from *pid*: if every buffer still exported from
+    *seg* is a view of a block that a thread of the parent had open (a
+    thread that does not exist here, so nothing will ever release it),
+    detach anyway, leaving those views private zero pages (Segment._abandon).
+    Returns whether it did."""
+    if os.getpid() == pid:
+        return False
+    windows = [w for w in gc.get_objects() if type(w) is _core.Window and w.obj is seg]
+    held = sum(1 for w in windows if not w.release())  # the unexported ones let go
+    if held == 0 or seg.exports != held:
+        return False  # something else (the user's own arrays) still uses it
+    seg._abandon()
+    return True

@@ -696,3 +696,40 @@ def test_interrupted_take_is_repaired_by_the_next_holder():
         assert box.recv(timeout=1) == b"next"
     finally:
         _finish(box)
+
+
+def _detach_copy(box, conn):
+    try:
+        box.detach()
+        conn.send("detached" if box._seg is None else "still attached")
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        conn.send(repr(e))
+
+
+def test_fork_while_another_thread_holds_a_view_block():
+    # The child's copy of the other thread's block view can never be
+    # released there: the child's detach must still go through.
+    box = _make()
+    box.send(b"queued")
+    entered, leave = threading.Event(), threading.Event()
+
+    def reader():
+        with box.recv_view(timeout=5) as v:
+            assert bytes(v) == b"queued"
+            entered.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        assert entered.wait(5)
+        a, b = FORK.Pipe()
+        p = FORK.Process(target=_detach_copy, args=(box, b))
+        p.start()
+        assert a.poll(20)
+        assert a.recv() == "detached"
+        assert _join(p) == 0
+    finally:
+        leave.set()
+        t.join(10)
+        _finish(box)
