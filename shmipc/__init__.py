@@ -65,13 +65,15 @@ __all__ = [
 
 # ---- messaging: Ring, Mailbox and their errors (issue 4) ----
 from ._arrays import decode_array  # noqa: E402
-from .errors import CorruptedError, EndOfStream, RemovedError  # noqa: E402
+from .errors import CorruptedError, Empty, EndOfStream, Full, RemovedError  # noqa: E402
 from .mailbox import Mailbox  # noqa: E402
 from .ring import Ring  # noqa: E402
 
 __all__ += [
     "CorruptedError",
+    "Empty",
     "EndOfStream",
+    "Full",
     "Mailbox",
     "RemovedError",
     "Ring",

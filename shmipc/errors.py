@@ -3,10 +3,11 @@ built-in type keeps working."""
 from __future__ import annotations
 
 import errno as _errno
+import queue as _queue
 
 from . import _core
 
-__all__ = ["CorruptedError", "EndOfStream", "OwnerDiedError", "RemovedError"]
+__all__ = ["CorruptedError", "Empty", "EndOfStream", "Full", "OwnerDiedError", "RemovedError"]
 
 #: Raised by ``RobustMutex.acquire`` when the previous owner died holding the
 #: lock.  The lock *is held* when this is raised: repair the protected data,
@@ -36,3 +37,14 @@ class RemovedError(OSError):
 
     def __init__(self, message: str) -> None:
         super().__init__(_errno.EIDRM, message)
+
+
+class Full(_queue.Full, TimeoutError):
+    """A put could not queue its message in time (the ring stayed full, or
+    its producer side stayed busy).  Both ``queue.Full`` and
+    ``TimeoutError``: code written for either catches it."""
+
+
+class Empty(_queue.Empty, TimeoutError):
+    """A get found no message in time.  Both ``queue.Empty`` and
+    ``TimeoutError``: code written for either catches it."""

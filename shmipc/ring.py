@@ -90,7 +90,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Type
 
 from . import _core
 from .atomics import AtomicView
-from .errors import CorruptedError, EndOfStream, RemovedError
+from .errors import CorruptedError, Empty, EndOfStream, Full, RemovedError
 from .segment import INITIALISING_MODE, Segment, abandon_forked_views, stat_segment
 
 __all__ = ["Ring", "RING_VERSION"]
@@ -154,6 +154,8 @@ _GUARDED = ("put", "get", "put_many", "get_many", "_skip_leading_pad")
 _WAIT_SLICE = 0.05
 
 _monotonic = time.monotonic
+# What a timed-out call raises, by the side of the ring it waited on.
+_TIMEOUT = {"producer": Full, "consumer": Empty}
 _U64 = (1 << 64) - 1
 # A timeout longer than this (about 30 years) waits for ever: it may be an
 # int too large for a float, and no deadline that far matters.
@@ -294,7 +296,9 @@ class Ring:
     ``fork`` or ``spawn``, gets the same ring).
 
     Blocking calls take ``timeout`` (``None`` waits forever, ``0`` never
-    blocks) and raise ``TimeoutError`` when it expires.  ``spin`` (seconds,
+    blocks) and raise :class:`~shmipc.Full` (puts) or :class:`~shmipc.Empty`
+    (gets) when it expires: each is both a ``TimeoutError`` and the
+    ``queue`` module's exception of that name.  ``spin`` (seconds,
     per process, default 0) busy-polls that long before sleeping, trading
     CPU for latency.
 
@@ -688,7 +692,7 @@ class Ring:
         no repair (the indices are the commits, the flags are advisory)."""
         if nowait:
             if not lock.acquire(0):
-                raise TimeoutError(f"the ring's {side} lock is busy")
+                raise _TIMEOUT[side](f"the ring's {side} side is busy")
             return
         while True:
             if deadline is None:
@@ -700,7 +704,7 @@ class Ring:
             if lock.acquire(wait):
                 break
             if wait == 0:
-                raise TimeoutError(f"timed out waiting for the ring's {side} lock")
+                raise _TIMEOUT[side](f"timed out waiting for the ring's {side} side")
             self._check_removed()
         # We waited: the holder may have left because the ring was removed
         # (its own wait noticed).  Check now rather than after a whole sleep
@@ -745,7 +749,7 @@ class Ring:
             if self.closed:
                 raise ValueError("put on a closed ring")
             if nowait:
-                raise TimeoutError("ring is full")
+                raise Full("ring is full")
             self._sleep(OFF_PRODUCER_WAITING, OFF_SPACE_BELL, deadline, OFF_HEAD, head)
 
     def _skip_leading_pad(self, head: int, tail: int) -> bool:
@@ -820,7 +824,9 @@ class Ring:
         else:
             wait = min(_WAIT_SLICE, deadline - _monotonic())
             if wait <= 0:
-                raise TimeoutError("timed out waiting on the ring")
+                if flag_offset == OFF_PRODUCER_WAITING:
+                    raise Full("timed out waiting for room in the ring")
+                raise Empty("timed out waiting for a message")
         if self._av.wait_change64(flag_offset, bell_offset, watch, seen, wait) == seen:
             self._check_removed()
 
@@ -838,7 +844,8 @@ class Ring:
     def put(self, data: Any, timeout: Optional[float] = None) -> None:
         """Queue one message (a bytes-like object).
 
-        Blocks while the ring is full; raises ``TimeoutError`` when *timeout*
+        Blocks while the ring is full; raises :class:`~shmipc.Full` (a
+        ``TimeoutError``) when *timeout*
         expires and ``ValueError`` at once for a message that can never fit.
         """
         # Attached, the instance's closure from _fast_put() shadows this
@@ -848,7 +855,7 @@ class Ring:
         self.put(data, timeout)
 
     def put_nowait(self, data: Any) -> None:
-        """``put(data, timeout=0)``: raise ``TimeoutError`` if it would block."""
+        """``put(data, timeout=0)``: raise :class:`~shmipc.Full` if it would block."""
         self.put(data, 0)
 
     def put_many(self, messages: Iterable[Any], timeout: Optional[float] = None) -> int:
@@ -858,7 +865,7 @@ class Ring:
         queued in order; other producers' messages may interleave only when
         the ring fills up mid-batch.  Returns the number queued: all of
         them, unless *timeout* expired after some were queued (then the
-        first that many; ``TimeoutError`` is raised only if none was).
+        first that many; :class:`~shmipc.Full` is raised only if none was).
         """
         items = [m if type(m) is bytes or type(m) is bytearray else _as_bytes_view(m) for m in messages]
         if not items:
@@ -973,7 +980,7 @@ class Ring:
         ``with ring.reserve(n) as buf: buf[:] = ...`` — the message is
         committed when the block exits normally and discarded if it raises.
         The producer lock is taken when the block starts (that is where a
-        ``TimeoutError`` comes from) and held for the duration of the block.
+        :class:`~shmipc.Full` comes from) and held for the duration of the block.
         The *n* bytes hold whatever was in the ring's storage before: write
         all of them.  A block is tracked on its own: arrays or memoryviews
         made from the view must be deleted inside it (``BufferError`` and
@@ -1045,7 +1052,7 @@ class Ring:
                     raise EndOfStream("the ring was closed and is drained")
                 continue
             if nowait:
-                raise TimeoutError("ring is empty")
+                raise Empty("ring is empty")
             self._sleep(OFF_CONSUMER_WAITING, OFF_DATA_BELL, deadline, OFF_TAIL, tail, spin)
             spin = True
 
@@ -1053,14 +1060,14 @@ class Ring:
         self._av.publish64(OFF_HEAD, head, OFF_PRODUCER_WAITING, OFF_SPACE_BELL, OFF_TAKEN_COUNT, messages)
 
     def get(self, timeout: Optional[float] = None) -> bytes:
-        """Take the oldest message, waiting for one; raises ``TimeoutError``
-        when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
+        """Take the oldest message, waiting for one; raises
+        :class:`~shmipc.Empty` (a ``TimeoutError``) when *timeout* expires and :class:`~shmipc.EndOfStream` once a closed
         ring is drained."""
         self._segment()  # see put()
         return self.get(timeout)
 
     def get_nowait(self) -> bytes:
-        """``get(timeout=0)``: raise ``TimeoutError`` if the ring is empty."""
+        """``get(timeout=0)``: raise :class:`~shmipc.Empty` if the ring is empty."""
         return self.get(0)
 
     def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[bytes]:
@@ -1152,7 +1159,7 @@ class Ring:
         ``ValueError``).  Arrays or memoryviews made from it must be deleted
         inside the block: if one is still alive at exit, ``BufferError`` is
         raised and the message stays queued.  The consumer lock is taken
-        when the block starts (where ``TimeoutError`` or ``EndOfStream``
+        when the block starts (where :class:`~shmipc.Empty` or ``EndOfStream``
         come from) and held for the duration of the block.  Each block is
         tracked on its own, whatever other threads do with the ring.
         """

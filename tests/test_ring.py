@@ -868,3 +868,29 @@ def test_get_array_of_a_non_array_message_raises_valueerror(ring):
     ring.put(b"next")
     assert ring.get(timeout=0) == b"next"
     # (the fixture's detach() fails with BufferError if an export leaked)
+
+
+def test_timeouts_are_queue_full_and_empty(ring):
+    # queue.Queue code and TimeoutError code both catch them.
+    import queue
+
+    with pytest.raises(queue.Empty):
+        ring.get_nowait()
+    with pytest.raises(shmipc.Empty) as empty:
+        ring.get(timeout=0.01)
+    assert isinstance(empty.value, TimeoutError)
+    with pytest.raises(queue.Empty):
+        with ring.get_view(timeout=0):
+            pass
+    ring.put(b"x" * (ring.max_message_size - 8))
+    with pytest.raises(queue.Full):
+        ring.put_nowait(b"y" * 64)
+    with pytest.raises(shmipc.Full) as full:
+        ring.put(b"y" * 64, timeout=0.01)
+    assert isinstance(full.value, TimeoutError)
+    with pytest.raises(shmipc.Full):
+        ring.put_many([b"y" * 64], timeout=0)
+    with pytest.raises(shmipc.Full):
+        with ring.reserve(64, timeout=0):
+            pass
+    assert not issubclass(shmipc.Full, queue.Empty) and not issubclass(shmipc.Empty, queue.Full)
