@@ -469,6 +469,11 @@ futex_sleep(AtomicViewObject *self, uint32_t *bell, uint32_t expected,
         }
     }
     self->inflight--;
+    if (err == EFAULT || err == EINVAL || err == ENOSYS) {
+        /* Not a peer's doing (the address is checked): say so. */
+        shmipc_raise_errno(err, "futex(FUTEX_WAIT)");
+        return -1;
+    }
     return err == ETIMEDOUT ? 0 : 1;
 }
 
@@ -492,9 +497,11 @@ AtomicView_wait32(AtomicViewObject *self, PyObject *const *args,
         bad_nargs("wait32", 3, nargs);
         return NULL;
     }
-    if ((p = addr_of(self, args[0], 4)) == NULL ||
-        value32(args[1], &expected) < 0 ||
-        timeout_arg(args, nargs, 2, &timeout) < 0) {
+    /* The timeout first: nothing after addr_of() may run Python code
+     * (which could release this view and unmap the address). */
+    if (timeout_arg(args, nargs, 2, &timeout) < 0 ||
+        (p = addr_of(self, args[0], 4)) == NULL ||
+        value32(args[1], &expected) < 0) {
         return NULL;
     }
     r = futex_sleep(self, p, expected, timeout);
@@ -519,11 +526,11 @@ AtomicView_wait_change64(AtomicViewObject *self, PyObject *const *args,
         bad_nargs("wait_change64", 5, nargs);
         return NULL;
     }
-    if ((flag = addr_of(self, args[0], 4)) == NULL ||
+    if (timeout_arg(args, nargs, 4, &timeout) < 0 ||  /* first: see wait32 */
+        (flag = addr_of(self, args[0], 4)) == NULL ||
         (bell = addr_of(self, args[1], 4)) == NULL ||
         (p = addr_of(self, args[2], 8)) == NULL ||
-        value64(args[3], &seen) < 0 ||
-        timeout_arg(args, nargs, 4, &timeout) < 0) {
+        value64(args[3], &seen) < 0) {
         return NULL;
     }
     __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);

@@ -74,20 +74,28 @@ shmipc_timeout_converter(PyObject *obj, void *out)
                      Py_TYPE(obj)->tp_name);
         return 0;
     }
-    value = PyFloat_AsDouble(obj);
-    if (value == -1.0 && PyErr_Occurred()) {
-        int negative;
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+    /* Read the number itself: no __float__ or __lt__ of a subclass runs
+     * here, so no Python code can change what the caller checked. */
+    if (PyFloat_Check(obj)) {
+        value = PyFloat_AS_DOUBLE(obj);
+    }
+    else {
+        int overflow = 0;
+        (void)PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (PyErr_Occurred()) {
             return 0;
         }
-        /* An int too large for a float: longer than anyone waits (or,
-         * negative, as invalid as -1). */
-        PyErr_Clear();
-        negative = PyObject_RichCompareBool(obj, Py_False, Py_LT);
-        if (negative < 0) {
-            return 0;
+        if (overflow != 0) {
+            /* An int too large for a long long: longer than anyone waits
+             * (or, negative, as invalid as -1). */
+            value = overflow > 0 ? INFINITY : -1.0;
         }
-        value = negative ? -1.0 : INFINITY;
+        else {
+            value = PyLong_AsDouble(obj);
+            if (value == -1.0 && PyErr_Occurred()) {
+                return 0;
+            }
+        }
     }
     if (isnan(value) || value < 0.0) {
         PyErr_SetString(PyExc_ValueError,

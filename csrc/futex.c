@@ -110,7 +110,7 @@ read_thread_stat(uint32_t tid, char *state, unsigned long long *start)
     char path[48], buf[1024];
     const char *p;
     ssize_t n;
-    int fd, field;
+    int fd, field, err;
 
     snprintf(path, sizeof(path), "/proc/%u/stat", (unsigned)tid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -119,10 +119,11 @@ read_thread_stat(uint32_t tid, char *state, unsigned long long *start)
     }
     do {
         n = read(fd, buf, sizeof(buf) - 1);
-    } while (n < 0 && errno == EINTR);
+        err = errno;
+    } while (n < 0 && err == EINTR);
     close(fd);
     if (n <= 0) {
-        return n == 0 ? 0 : (errno == ESRCH ? 0 : -1);
+        return n == 0 ? 0 : (err == ESRCH ? 0 : -1);
     }
     buf[n] = '\0';
     /* The command name may hold anything, ')' included: the fields start
@@ -664,6 +665,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *lock;             /* anything with release(); usually FutexLock */
     PyObject *weakreflist;
+    int entered;                /* a block object is entered once */
 } LockedBlockObject;
 
 static int
@@ -719,7 +721,16 @@ release_keeping_error(LockedBlockObject *self)
 static PyObject *
 LockedBlock_enter(LockedBlockObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *r = PyObject_CallMethod((PyObject *)self, "_enter", NULL);
+    PyObject *r;
+    if (self->entered) {
+        /* Refused before anything is taken, and without the release below:
+         * the outer use of this same block still holds the lock. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a block can be entered once (make a new one)");
+        return NULL;
+    }
+    self->entered = 1;
+    r = PyObject_CallMethod((PyObject *)self, "_enter", NULL);
     if (r == NULL) {
         release_keeping_error(self);
     }
@@ -743,7 +754,7 @@ LockedBlock_exit(LockedBlockObject *self, PyObject *args)
 }
 
 static PyMemberDef LockedBlock_members[] = {
-    {"_lock", T_OBJECT, offsetof(LockedBlockObject, lock), 0,
+    {"_lock", T_OBJECT_EX, offsetof(LockedBlockObject, lock), 0,
      "the lock __exit__ gives back"},
     {"__weaklistoffset__", T_PYSSIZET,
      offsetof(LockedBlockObject, weakreflist), READONLY, NULL},
@@ -783,6 +794,18 @@ int
 shmipc_add_futex(PyObject *module, shmipc_state *st)
 {
     PyObject *block_type;
+    uint32_t start;
+    char state;
+    unsigned long long st_time;
+
+    /* A lock's dead-holder check reads /proc/<tid>/stat: without /proc a
+     * live holder would look dead and its lock be taken over. */
+    if (read_thread_stat(current_tid(&start), &state, &st_time) != 1) {
+        PyErr_SetString(PyExc_ImportError,
+                        "shmipc needs /proc (it reads /proc/<tid>/stat to "
+                        "tell a dead lock holder from a live one)");
+        return -1;
+    }
     (void)pthread_once(&atfork_once, register_atfork);
     st->futex_lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &FutexLock_spec, NULL);

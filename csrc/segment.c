@@ -51,6 +51,8 @@ typedef struct {
     Py_ssize_t exports;     /* live buffer exports, including internal ones */
     char *orphan;           /* after _abandon(): the private stand-in pages */
     size_t orphan_len;
+    pid_t unkept;           /* made by _create(mark) in this pid and not yet
+                               _keep()-ed: removed if dropped before that */
     PyObject *weakreflist;
     PyObject *dict;         /* so the Python facade can add attributes */
 } SegmentObject;
@@ -380,12 +382,19 @@ Segment_create_attached(PyTypeObject *type, PyObject *args)
                           &size, &flags, &mark)) {
         return NULL;
     }
-    if ((shmid = checked_shmget(key, size, flags)) < 0) {
+    /* Always a new segment: removing on failure is only ours to do then. */
+    if ((shmid = checked_shmget(key, size, flags | IPC_CREAT | IPC_EXCL)) < 0) {
         return NULL;
     }
     seg = attach_new_object(type, shmid, 0, (uint64_t)mark);
     if (seg == NULL) {
         (void)shmctl(shmid, IPC_RMID, NULL);
+    }
+    else if (mark != 0) {
+        /* A create is a transaction until _keep(): an exception anywhere
+         * before that (a signal handler's included) drops this object, and
+         * the drop removes the segment with no Python code in between. */
+        ((SegmentObject *)seg)->unkept = getpid();
     }
     return seg;
 }
@@ -413,10 +422,17 @@ Segment_dealloc(SegmentObject *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
+    if (self->unkept != 0 && self->unkept == getpid()) {
+        (void)shmctl(self->shmid, IPC_RMID, NULL);   /* an unfinished create */
+    }
     if (self->addr != NULL) {
         char *addr = self->addr;
         self->addr = NULL;
         (void)shmdt(addr);
+    }
+    if (self->orphan != NULL) {
+        (void)munmap(self->orphan, self->orphan_len);
+        self->orphan = NULL;
     }
     (void)Segment_clear(self);
     tp->tp_free((PyObject *)self);
@@ -443,6 +459,25 @@ Segment_detach(SegmentObject *self, PyObject *Py_UNUSED(ignored))
     if (shmdt(addr) < 0) {
         return shmipc_raise_errno(errno, "shmdt");
     }
+    Py_RETURN_NONE;
+}
+
+/* Drop one export (a buffer, or an internal hold during a copy without
+ * the GIL); the last one gone unmaps the stand-in pages of _abandon(). */
+static void
+drop_export(SegmentObject *self)
+{
+    self->exports--;
+    if (self->exports == 0 && self->orphan != NULL) {
+        (void)munmap(self->orphan, self->orphan_len);
+        self->orphan = NULL;
+    }
+}
+
+static PyObject *
+Segment_keep(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->unkept = 0;
     Py_RETURN_NONE;
 }
 
@@ -610,7 +645,7 @@ Segment_read(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
         Py_BEGIN_ALLOW_THREADS
         memcpy(dst, src, (size_t)size);
         Py_END_ALLOW_THREADS
-        self->exports--;
+        drop_export(self);
     }
     else {
         memcpy(dst, self->addr + offset, (size_t)size);
@@ -741,7 +776,7 @@ Segment_write(SegmentObject *self, PyObject *const *args, Py_ssize_t nargs,
         Py_BEGIN_ALLOW_THREADS
         memmove(dst, data.buf, (size_t)size);
         Py_END_ALLOW_THREADS
-        self->exports--;
+        drop_export(self);
     }
     else {
         memmove(self->addr + offset, data.buf, (size_t)size);
@@ -794,7 +829,7 @@ Segment_prefault(SegmentObject *self, PyObject *Py_UNUSED(ignored))
         }
     }
     Py_END_ALLOW_THREADS
-    self->exports--;
+    drop_export(self);
     if (rc < 0) {
         return shmipc_raise_errno(err, "madvise");
     }
@@ -837,11 +872,7 @@ Segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
 static void
 Segment_releasebuffer(SegmentObject *self, Py_buffer *view)
 {
-    self->exports--;
-    if (self->exports == 0 && self->orphan != NULL) {
-        (void)munmap(self->orphan, self->orphan_len);
-        self->orphan = NULL;
-    }
+    drop_export(self);
 }
 
 static PyObject *
@@ -890,6 +921,10 @@ Segment_get_address(SegmentObject *self, void *closure)
 }
 
 static PyMethodDef Segment_methods[] = {
+    {"_keep", (PyCFunction)Segment_keep, METH_NOARGS,
+     "_keep($self)\n--\n\n"
+     "End the create: from now on dropping this object only detaches\n"
+     "(before, after _create(mark), it also removed the segment)."},
     {"_abandon", (PyCFunction)Segment_abandon, METH_NOARGS,
      "_abandon($self)\n--\n\n"
      "Detach even with buffers exported: private zero pages take the\n"

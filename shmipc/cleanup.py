@@ -13,8 +13,9 @@ removes such leftovers, and only them:
   mark a create writes first, left by a creator killed or interrupted
   before the object was ready), read through a read-only attach (nothing
   is written).  A segment still all zeros in the mode a Ring/Mailbox create
-  starts with (``INITIALISING_MODE``, 0o611: its creator was killed between
-  ``shmget`` and its first store) counts too, as "interrupted-create".  Segments of other users, segments
+  starts with (``INITIALISING_MODE``, 0o611, a mode shmipc refuses to give
+  anything else: its creator was killed between ``shmget`` and its first
+  store) counts too, as "interrupted-create".  Segments of other users, segments
   with attached processes and segments that are not shmipc's are never
   touched.
 * **Named POSIX semaphores** ``/dev/shm/sem.shmipc-*`` owned by the current
@@ -109,6 +110,19 @@ def _peek_magic(shmid: int) -> Optional[int]:
         seg.detach()
 
 
+def _first_page_zero(shmid: int) -> bool:
+    """True if the segment's first page (its whole header, if it is a Ring
+    or Mailbox) was never written, read through a read-only attach."""
+    try:
+        seg = Segment(shmid, readonly=True)
+    except OSError:
+        return False
+    try:
+        return not any(seg.read(min(seg.size, _core.PAGE_SIZE), 0))
+    finally:
+        seg.detach()
+
+
 def _mapped_inodes() -> Set[int]:
     """Inodes of every /dev/shm file some process has mapped (/proc/*/maps).
 
@@ -155,7 +169,7 @@ def _candidates(uid: int) -> Iterator[StaleObject]:
         magic = _peek_magic(info.shmid)
         if magic in _MAGICS:
             yield StaleObject(_MAGICS[magic], info.shmid, info.key, why, False)
-        elif magic == 0 and info.mode & 0o777 == INITIALISING_MODE:
+        elif magic == 0 and info.mode & 0o777 == INITIALISING_MODE and _first_page_zero(info.shmid):
             # Killed between creating the segment and its first store.
             yield StaleObject("interrupted-create", info.shmid, info.key,
                               why + ", still in the mode a Ring/Mailbox create starts with", False)

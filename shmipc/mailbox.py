@@ -227,11 +227,13 @@ class Mailbox:
                 av.store64_seq_cst(OFF_MAGIC, MAILBOX_MAGIC)
             finally:
                 av.close()
-            seg.chmod(mode)  # last: others may attach (see Segment._create_marked)
-            return cls._from_segment(seg)
+            seg.chmod(mode)  # others may attach (see Segment._create_marked)
+            box = cls._from_segment(seg)
         except BaseException:
             _discard(seg)
             raise
+        seg._keep()  # last: the create is done
+        return box
 
     @classmethod
     def attach(cls, key: Optional[int] = None, *, shmid: Optional[int] = None,
@@ -756,18 +758,14 @@ class _SlotWrite(_core.LockedBlock):
     no lock held (a slot taken but not posted is repaired by the next
     holder: the message is dropped)."""
 
-    __slots__ = ("_box", "_n", "_deadline", "_window", "_view", "_used")
+    __slots__ = ("_box", "_n", "_deadline", "_window", "_view")
 
     def __init__(self, box: Mailbox, n: int, deadline: Optional[float]) -> None:
         self._box, self._n, self._deadline = box, n, deadline
         self._window: Any = None
         self._view: Any = None
-        self._used = False
 
     def _enter(self) -> memoryview:
-        if self._used:
-            raise RuntimeError("a send_view() block can be entered once")
-        self._used = True
         box = self._box
         self._lock = box._slot_lock
         box._take(_ROLE_WRITER, self._deadline, "send")
@@ -794,18 +792,14 @@ class _SlotRead(_core.LockedBlock):
     """``with box.recv_view() as view``: as _SlotWrite, for the reader (an
     interrupted block leaves the message queued)."""
 
-    __slots__ = ("_box", "_deadline", "_window", "_view", "_used")
+    __slots__ = ("_box", "_deadline", "_window", "_view")
 
     def __init__(self, box: Mailbox, deadline: Optional[float]) -> None:
         self._box, self._deadline = box, deadline
         self._window: Any = None
         self._view: Any = None
-        self._used = False
 
     def _enter(self) -> memoryview:
-        if self._used:
-            raise RuntimeError("a recv_view() block can be entered once")
-        self._used = True
         box = self._box
         self._lock = box._slot_lock
         box._take(_ROLE_READER, self._deadline, "receive")

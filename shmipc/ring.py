@@ -218,13 +218,9 @@ class _Reservation(_core.LockedBlock):
         self._lock = ring._plock
         self._nbytes = nbytes
         self._timeout = timeout
-        self._view: Any = None
 
     def _enter(self) -> memoryview:
-        if self._view is not None or self._nbytes < 0:
-            raise RuntimeError("a reserve() block can be entered once")
         self._view, self._window, self._commit = self._ring._take_space(self._nbytes, self._timeout)
-        self._nbytes = -1  # spent
         return self._view
 
     def _exit(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -253,18 +249,14 @@ class _Reservation(_core.LockedBlock):
 class _MessageView(_core.LockedBlock):
     """``with ring.get_view() as view``: read in place, consume on exit."""
 
-    __slots__ = ("_ring", "_timeout", "_view", "_window", "_head", "_entered")
+    __slots__ = ("_ring", "_timeout", "_view", "_window", "_head")
 
     def __init__(self, ring: "Ring", timeout: Optional[float]) -> None:
         self._ring = ring
         self._lock = ring._clock
         self._timeout = timeout
-        self._entered = False
 
     def _enter(self) -> memoryview:
-        if self._entered:
-            raise RuntimeError("a get_view() block can be entered once")
-        self._entered = True
         self._view, self._window, self._head = self._ring._take_view(self._timeout)
         return self._view
 
@@ -362,6 +354,7 @@ class Ring:
             _discard(seg)
             raise
         ring._spin = spin
+        seg._keep()  # last: the create is done (see Segment._create_marked)
         return ring
 
     @classmethod

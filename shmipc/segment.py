@@ -83,6 +83,11 @@ def _check_mode(mode: int) -> int:
         raise TypeError(f"mode must be an int, not {type(mode).__name__}")
     if not 0 <= mode <= 0o777:
         raise ValueError(f"mode must be permission bits in 0..0o777, not {mode:#o}")
+    if mode == INITIALISING_MODE:
+        raise ValueError(
+            f"mode {mode:#o} is reserved: it marks a Ring or Mailbox that is being created "
+            "(shmipc cleanup removes such segments once their creator is dead)"
+        )
     return mode
 
 
@@ -219,7 +224,9 @@ class Segment(_core.Segment):
         A marked segment is born with INITIALISING_MODE, which the creator
         replaces with *mode* (``chmod``) once the object is ready: a creator
         killed even before its mark store leaves a segment that
-        ``shmipc.cleanup()`` recognises by that mode."""
+        ``shmipc.cleanup()`` recognises by that mode.  Until the creator
+        calls ``seg._keep()``, dropping the object removes the segment (an
+        exception anywhere in the create leaves nothing behind)."""
         _check_size(size)
         _check_mode(mode)
         key = _core.IPC_PRIVATE if key is None else _check_key(key, allow_private=True)

@@ -897,3 +897,55 @@ def test_fork_while_other_threads_hold_block_views(rings, keep_own_array):
         t.join(5)
     assert not os.WIFSIGNALED(status), f"child died of signal {os.WTERMSIG(status)}"
     assert os.WEXITSTATUS(status) == (3 if keep_own_array else 0)
+
+
+# ---- found in review --------------------------------------------------------------------------
+
+
+def test_reentering_the_same_block_keeps_the_outer_hold(rings):
+    ring = rings(4096)
+    block = ring.reserve(8)
+    with block as buf:
+        with pytest.raises(RuntimeError, match="entered once"):
+            with block:
+                pass
+        assert ring._plock.held  # the outer use still holds the producer side
+        buf[:] = b"12345678"
+    assert ring.get(timeout=1) == b"12345678"
+    assert not ring._plock.held
+
+
+class _NoFloat(int):
+    def __float__(self):  # pragma: no cover - must not be called
+        raise AssertionError("the timeout converter ran Python code")
+
+    def __lt__(self, other):  # pragma: no cover - must not be called
+        raise AssertionError("the timeout converter ran Python code")
+
+
+def test_timeouts_are_read_without_running_python_code(rings):
+    ring = rings(4096)
+    av = AtomicView(ring.segment)
+    try:
+        assert av.wait32(OFF_PRODUCER_LOCK + 4, 1, _NoFloat(5)) is True  # the word is 0, not 1
+        assert av.wait_change64(320, 192, 448, 1, _NoFloat(5)) == 0  # tail 0 is not 1
+        assert av.wait32(OFF_PRODUCER_LOCK + 4, 0, _NoFloat(0)) is False  # 0: never waits
+    finally:
+        av.close()
+    lock = _core.FutexLock(ring.segment, 1024)
+    try:
+        assert lock.acquire(_NoFloat(10**400)) == 1
+        lock.release()
+        with pytest.raises(ValueError):
+            lock.acquire(_NoFloat(-(10**400)))
+    finally:
+        lock.close()
+
+
+def test_the_initialising_mode_is_reserved(shm):
+    for call in (lambda: shmipc.Segment.create(4096, mode=0o611),
+                 lambda: shmipc.Segment.open(shm.key(), 4096, mode=0o611),
+                 lambda: shm.segment(4096).chmod(0o611),
+                 lambda: Ring.create(4096, mode=0o611)):
+        with pytest.raises(ValueError, match="reserved"):
+            call()
