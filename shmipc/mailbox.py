@@ -27,6 +27,8 @@ an address, and every value is copied once, checked, and only the copy used::
     76     4     read bell      handoff: futex word bumped when "may read" is posted
     80     8     slot owner     handoff: pid | role << 32 of the last slot holder
                                 (role 1 writer, 2 reader); read only for repair
+    88     4     write sleepers handoff: writers asleep on the write bell (advisory)
+    92     4     read sleepers  handoff: readers asleep on the read bell (advisory)
     128    8     slot lock      handoff: FutexLock held while taking and posting
     192    8     writer lock    latest value: FutexLock, one writer at a time
     256    8     sequence       latest value: 2 per write; odd while writing
@@ -106,6 +108,8 @@ OFF_WRITE_BELL = 68
 OFF_MAY_READ = 72
 OFF_READ_BELL = 76
 OFF_OWNER = 80
+OFF_WRITE_SLEEPERS = 88
+OFF_READ_SLEEPERS = 92
 OFF_SLOT_LOCK = 128
 OFF_WRITER_LOCK = 192
 OFF_SEQUENCE = 256
@@ -426,11 +430,10 @@ class Mailbox:
         av = self._av
         lock = self._slot_lock
         if role == _ROLE_WRITER:
-            mine, theirs, bell = OFF_MAY_WRITE, OFF_MAY_READ, OFF_WRITE_BELL
+            mine, theirs, bell, sleepers = OFF_MAY_WRITE, OFF_MAY_READ, OFF_WRITE_BELL, OFF_WRITE_SLEEPERS
         else:
-            mine, theirs, bell = OFF_MAY_READ, OFF_MAY_WRITE, OFF_READ_BELL
+            mine, theirs, bell, sleepers = OFF_MAY_READ, OFF_MAY_WRITE, OFF_READ_BELL, OFF_READ_SLEEPERS
         while True:
-            ring = av.load32(bell)
             sleep = True
             # Sleep only while the slot plainly belongs to the other side;
             # otherwise look under the lock: ready for us, in flight (both
@@ -449,8 +452,21 @@ class Mailbox:
             wait = self._slice(deadline)
             if deadline is not None and wait <= 0:
                 raise TimeoutError(f"timed out waiting to {what}")
-            if not sleep or not av.wait32(bell, ring, wait):
+            if not sleep:
                 self._check_removed()
+                continue
+            # Say we sleep, then read the bell, then look once more: a
+            # poster stores its post before it reads "sleepers", so either
+            # it rings after our read or we see its post.  (Advisory: an
+            # exception between the two adds leaves one extra wake-up call
+            # per post, never a lost one.)
+            av.fetch_add32(sleepers, 1)
+            try:
+                ring = av.load32(bell)
+                if av.load32(mine) == 0 and av.load32(theirs) == 1 and not av.wait32(bell, ring, wait):
+                    self._check_removed()
+            finally:
+                av.fetch_add32(sleepers, -1)
 
     def _claim(self, role: int, mine: int) -> bool:
         """Under the slot lock: repair a slot its last holder left in flight,
@@ -483,10 +499,13 @@ class Mailbox:
         return bool(av.compare_exchange32(mine, 1, 0))
 
     def _post(self, off: int, bell: int) -> None:
-        """Under the slot lock: post a semaphore (the commit point) and ring its bell."""
+        """Under the slot lock: post a semaphore (the commit point), then
+        ring its bell if someone said it sleeps on it (a system call saved
+        per message otherwise; both seq_cst, against _take's two)."""
         av = self._av
         av.store32_seq_cst(off, 1)
-        av.wake32(bell)
+        if av.load32(OFF_WRITE_SLEEPERS if bell == OFF_WRITE_BELL else OFF_READ_SLEEPERS):
+            av.wake32(bell)
 
     def _read_handoff_length(self) -> int:
         n = self._av.load64(_SLOT)
