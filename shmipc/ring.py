@@ -582,13 +582,7 @@ class Ring:
         """get_view()'s block start: take the consumer lock and the oldest
         message; return (view, its window, the head that consumes it).  The
         lock stays held: the block's exit gives it back (in C)."""
-        deadline = self._deadline(timeout)
-        lock = self._clock
-        if not lock.acquire(0):
-            self._lock(lock, deadline, "consumer", timeout == 0)
-        head = self._load64(OFF_HEAD)
-        if self._load64(OFF_TAIL) == head and timeout != 0:
-            self._tail_seen = self._wait_tail(head, deadline)
+        deadline = self._take_lock(self._clock, "consumer", timeout)
         head, tail, pos, n = self._wait_message(deadline, timeout == 0)
         window = _core.Window(self._seg, pos, n, True)
         return memoryview(window), window, head + ((n + 15) & ~7)
@@ -596,11 +590,8 @@ class Ring:
     def _take_space(self, nbytes: int, timeout: Optional[float]) -> "tuple[memoryview, Any, int]":
         """reserve()'s block start: take the producer lock and room for
         *nbytes*; return (view, its window, the tail that commits it)."""
-        deadline = self._deadline(timeout)
         rec = (nbytes + 15) & ~7
-        lock = self._plock
-        if not lock.acquire(0):
-            self._lock(lock, deadline, "producer", timeout == 0)
+        deadline = self._take_lock(self._plock, "producer", timeout)
         if self._load32(OFF_CLOSED):
             raise ValueError("put on a closed ring")
         cap = self.capacity
@@ -827,8 +818,9 @@ class Ring:
         self._av.publish64(OFF_TAIL, tail, OFF_CONSUMER_WAITING, OFF_DATA_BELL, OFF_PUT_COUNT, messages)
 
     def _take_lock(self, lock: Any, side: str, timeout: Optional[float]) -> Optional[float]:
-        """Take one side's lock for the slow calls; returns the deadline.
-        Call it as the first thing inside the try whose finally releases."""
+        """Take one side's lock (all but the per-message fast paths);
+        returns the deadline.  Call it first thing inside the try whose
+        handler releases (see _UNLOCK_NOTE), or from a block's _enter."""
         deadline = self._deadline(timeout)
         if not lock.acquire(0):
             self._lock(lock, deadline, side, timeout == 0)
